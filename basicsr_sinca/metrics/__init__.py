@@ -1,0 +1,4 @@
+# Import every *_metric.py file here so its classes register in BasicSR's registries.
+from basicsr_sinca.utils.registry import import_modules
+
+_modules = import_modules(__name__, __file__, '_metric.py')

@@ -1,0 +1,1 @@
+"""Helpers shared across basicsr_sinca (no registrations happen here)."""

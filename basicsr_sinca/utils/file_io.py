@@ -1,0 +1,54 @@
+"""Atomic file writing: a reader (or an auto-resume) never sees a half-written file."""
+import os
+import tempfile
+from contextlib import contextmanager
+from os import path as osp
+
+import cv2
+import numpy as np
+import torch
+
+__all__ = ['atomic_open', 'atomic_torch_save', 'atomic_imwrite']
+
+
+@contextmanager
+def atomic_open(path, mode='wb'):
+    """Open a temporary file beside ``path``; on success it is fsynced and renamed onto ``path``.
+
+    On any exception the temporary file is removed and ``path`` is left as it was.
+    """
+    if 'w' not in mode:
+        raise ValueError(f"atomic_open: mode must write ('w'/'wb'), got {mode!r}")
+    folder = osp.dirname(osp.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp_path = tempfile.mkstemp(prefix=f'.{osp.basename(path)}.', suffix='.tmp', dir=folder)
+    try:
+        with os.fdopen(fd, mode) as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp_path, path)
+    except BaseException:
+        if osp.exists(tmp_path):
+            os.remove(tmp_path)
+        raise
+
+
+def atomic_torch_save(obj, path):
+    """``torch.save`` that never leaves a truncated file at ``path``."""
+    with atomic_open(path, 'wb') as f:
+        torch.save(obj, f)
+
+
+def atomic_imwrite(img, path, params=None):
+    """Encode ``img`` (HWC BGR or HW, uint8/uint16) by the extension of ``path`` and write it atomically.
+
+    Raises:
+        ValueError: if OpenCV cannot encode the image in that format.
+    """
+    ext = osp.splitext(path)[1] or '.png'
+    ok, buf = cv2.imencode(ext, np.ascontiguousarray(img), params or [])
+    if not ok:
+        raise ValueError(f'cannot encode an image of shape {img.shape} and dtype {img.dtype} as {ext}: {path}')
+    with atomic_open(path, 'wb') as f:
+        f.write(buf.tobytes())

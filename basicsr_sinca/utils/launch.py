@@ -1,0 +1,100 @@
+"""Shared command line of ``basicsr_sinca/train.py`` and ``basicsr_sinca/test.py``.
+
+Resolves the option file (``_base_``, ``--force_yml``), validates it, writes the resolved plain YAML that
+BasicSR reads (and copies into the experiment folder), installs the CPU/atomic-save fixes of
+:mod:`basicsr_sinca.compat` and runs BasicSR's own train or test pipeline with the current directory as
+root: experiments go to ``./experiments``, results to ``./results``.
+"""
+import argparse
+import os
+import shutil
+import sys
+import tempfile
+import traceback
+
+__all__ = ['build_parser', 'main']
+
+# errors that describe bad input rather than a bug: shown as one line unless --debug / SINCA_TRACEBACK=1
+_USER_ERRORS = (ValueError, KeyError, FileNotFoundError, NotImplementedError)
+
+
+def build_parser(is_train):
+    what = 'Train' if is_train else 'Test'
+    parser = argparse.ArgumentParser(
+        prog=f'python -m basicsr_sinca.{"train" if is_train else "test"}',
+        description=f'{what} a basicsr_sinca / BasicSR model described by a YAML option file. Option files may '
+        'inherit with `_base_: [a.yml, ...]`; the resolved file is what BasicSR reads and what is copied into '
+        f'the {"experiment" if is_train else "results"} folder. Outputs go under the current directory '
+        f'(./{"experiments" if is_train else "results"}/<name>) unless path.{"experiments" if is_train else "results"}_root is set.')
+    parser.add_argument('-opt', required=True, metavar='YML', help='path to the option YAML file')
+    parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm'], default='none',
+                        help='job launcher: none (single process), pytorch (torchrun; gloo on CPU, nccl on GPU), slurm')
+    if is_train:
+        parser.add_argument('--auto_resume', action='store_true',
+                            help='resume from the newest readable training state of this experiment, if any')
+    parser.add_argument('--debug', action='store_true',
+                        help="BasicSR debug mode (name gets 'debug_', frequent logs/saves); also shows full tracebacks")
+    parser.add_argument('--local_rank', '--local-rank', type=int, default=0, help='set by old launchers; ignored')
+    parser.add_argument('--force_yml', nargs='+', default=None, metavar='KEY=VALUE',
+                        help='override options, e.g. train:ema_decay=0.999 datasets:train:batch_size_per_gpu=4')
+    parser.add_argument('--print_opt', action='store_true',
+                        help='print the resolved options (after _base_ and --force_yml) as YAML and exit')
+    return parser
+
+
+def _fail(message):
+    print(f'basicsr_sinca: error: {message}', file=sys.stderr, flush=True)
+    return 2
+
+
+def main(is_train, argv=None):
+    """Run BasicSR's train (``is_train=True``) or test pipeline; returns the exit code."""
+    args = build_parser(is_train).parse_args(argv)
+    show_traceback = args.debug or os.environ.get('SINCA_TRACEBACK') == '1'
+
+    import basicsr_sinca  # noqa: F401  (registers archs, models, ... into BasicSR's registries)
+    from basicsr_sinca.compat import patch_basicsr
+    from basicsr_sinca.utils.options import (OptionError, apply_force_yml, check_options, dump_options, load_options,
+                                             write_resolved)
+
+    try:
+        opt = load_options(args.opt)
+        apply_force_yml(opt, args.force_yml)
+        if args.print_opt:
+            sys.stdout.write(dump_options(opt))
+            return 0
+        resuming = bool(getattr(args, 'auto_resume', False) or (opt.get('path') or {}).get('resume_state'))
+        check_options(opt, is_train=is_train, resuming=resuming)
+    except OptionError as err:
+        return _fail(str(err))
+
+    tmp_dir = tempfile.mkdtemp(prefix='sinca_opt_')
+    try:
+        resolved = write_resolved(opt, args.opt, tmp_dir)
+        basicsr_argv = [sys.argv[0], '-opt', resolved, '--launcher', args.launcher]
+        if getattr(args, 'auto_resume', False):
+            basicsr_argv.append('--auto_resume')
+        if args.debug:
+            basicsr_argv.append('--debug')
+        patch_basicsr()
+        saved_argv, sys.argv = sys.argv, basicsr_argv
+        try:
+            if is_train:
+                from basicsr.train import train_pipeline
+                train_pipeline(os.getcwd())
+            else:
+                from basicsr.test import test_pipeline
+                test_pipeline(os.getcwd())
+        finally:
+            sys.argv = saved_argv
+    except _USER_ERRORS as err:
+        if show_traceback:
+            raise
+        message = err.args[0] if isinstance(err, KeyError) and err.args else str(err)
+        return _fail(f'{args.opt}: {type(err).__name__}: {message} (run with --debug for the traceback)')
+    except Exception:
+        traceback.print_exc()
+        return 1
+    finally:
+        shutil.rmtree(tmp_dir, ignore_errors=True)
+    return 0

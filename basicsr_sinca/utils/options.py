@@ -1,0 +1,188 @@
+"""Option files: ``_base_`` inheritance, ``--force_yml`` overrides and up-front validation.
+
+BasicSR reads one plain YAML file. Our entry points first resolve ``_base_: [...]`` with mmengine's
+``Config`` (child keys override base keys, ``_delete_: true`` replaces a subtree), apply
+``--force_yml key:sub=value`` overrides, and check the result against BasicSR's registries so that a typo
+fails in one line naming the key, before any experiment folder is created.
+"""
+import difflib
+import os
+import re
+from os import path as osp
+
+import yaml
+
+__all__ = ['OptionError', 'load_options', 'dump_options', 'apply_force_yml', 'check_options', 'write_resolved']
+
+_SCI_FLOAT = re.compile(r'^[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+$')
+
+
+class OptionError(ValueError):
+    """A problem with an option file or value; the message names the file/key and what was expected."""
+
+
+def _plain(obj):
+    """Turn mmengine ConfigDicts into plain dicts/lists and '1e-4'-style strings into floats.
+
+    PyYAML (BasicSR's loader) reads ``1e-4`` as a string; every BasicSR user has hit the resulting
+    ``'<=' not supported between 'float' and 'str'`` from the optimizer at least once.
+    """
+    if isinstance(obj, dict):
+        return {k: _plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_plain(v) for v in obj]
+    if isinstance(obj, str) and _SCI_FLOAT.match(obj):
+        return float(obj)
+    return obj
+
+
+def load_options(opt_path):
+    """Read an option file and resolve its ``_base_`` chain.
+
+    Args:
+        opt_path (str): YAML (or mmengine ``.py``) option file.
+
+    Returns:
+        dict: Plain, fully resolved options (no ``_base_`` key).
+
+    Raises:
+        OptionError: missing file, missing base file or invalid YAML.
+    """
+    from mmengine.config import Config
+
+    if not osp.isfile(opt_path):
+        raise OptionError(f'option file not found: {opt_path}')
+    try:
+        cfg = Config.fromfile(opt_path)
+    except FileNotFoundError as err:
+        raise OptionError(f'{opt_path}: _base_ file not found: {err}') from None
+    except yaml.YAMLError as err:
+        mark = getattr(err, 'problem_mark', None)
+        where = f' (line {mark.line + 1}, column {mark.column + 1})' if mark is not None else ''
+        problem = getattr(err, 'problem', None) or str(err).splitlines()[0]
+        raise OptionError(f'{opt_path}: invalid YAML{where}: {problem}') from None
+    opt = _plain(cfg.to_dict())
+    opt.pop('_base_', None)
+    if not opt:
+        raise OptionError(f'{opt_path}: the file holds no options')
+    return opt
+
+
+def dump_options(opt):
+    """Options as the plain YAML text BasicSR reads (key order kept)."""
+    return yaml.safe_dump(opt, sort_keys=False, default_flow_style=False, allow_unicode=True)
+
+
+def apply_force_yml(opt, entries):
+    """Apply BasicSR-style overrides ``'train:ema_decay=0.999'`` to ``opt`` in place.
+
+    Values are parsed with BasicSR's own rules (``~``/``none`` -> None, booleans, ``!!float``, numbers,
+    lists). Intermediate keys must exist and be mappings.
+    """
+    from basicsr.utils.options import _postprocess_yml_value
+
+    for entry in entries or []:
+        if '=' not in entry:
+            raise OptionError(f"--force_yml {entry!r}: expected 'key:subkey=value'")
+        keys, value = entry.split('=', 1)
+        keys = [k.strip() for k in keys.split(':')]
+        node = opt
+        for i, key in enumerate(keys[:-1]):
+            if not isinstance(node.get(key), dict):
+                raise OptionError(f"--force_yml {entry!r}: '{':'.join(keys[:i + 1])}' is not a mapping in the options")
+            node = node[key]
+        node[keys[-1]] = _postprocess_yml_value(value.strip())
+    return opt
+
+
+def _registry_lookup(registry, name):
+    """True if BasicSR's ``Registry.get`` would find ``name`` (it also tries ``name + '_basicsr'``)."""
+    return name in registry or f'{name}_basicsr' in registry
+
+
+def _check_type(registry, what, key, spec):
+    if not isinstance(spec, dict) or 'type' not in spec:
+        raise OptionError(f"{key}: expected a mapping with a 'type' key, got {spec!r}")
+    name = spec['type']
+    if not isinstance(name, str) or not _registry_lookup(registry, name):
+        close = difflib.get_close_matches(str(name), [k for k in registry.keys()], n=3)
+        hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ''
+        raise OptionError(f'{key}: unknown {what} {name!r}{hint}')
+
+
+def check_options(opt, is_train, resuming=False):
+    """Validate resolved options before BasicSR builds anything.
+
+    Checks ``model_type``, every ``network_*.type``, dataset types and folders, loss and metric types,
+    pretrained paths (unless resuming) and ``num_gpu`` against the machine.
+
+    Raises:
+        OptionError: naming the first bad key and value.
+    """
+    import torch
+    from basicsr.utils.registry import ARCH_REGISTRY, DATASET_REGISTRY, LOSS_REGISTRY, METRIC_REGISTRY, MODEL_REGISTRY
+
+    for key in ('name', 'model_type', 'datasets'):
+        if key not in opt:
+            raise OptionError(f"missing required option '{key}'")
+    if 'num_gpu' not in opt:
+        raise OptionError("missing required option 'num_gpu' (use 0 for CPU or 'auto')")
+    model_type = opt['model_type']
+    if not isinstance(model_type, str) or not _registry_lookup(MODEL_REGISTRY, model_type):
+        close = difflib.get_close_matches(str(model_type), list(MODEL_REGISTRY.keys()), n=3)
+        hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ''
+        raise OptionError(f'model_type: unknown model {model_type!r}{hint}')
+    num_gpu = opt['num_gpu']
+    if num_gpu != 'auto' and (not isinstance(num_gpu, int) or num_gpu < 0):
+        raise OptionError(f"num_gpu: expected a non-negative integer or 'auto', got {num_gpu!r}")
+    if isinstance(num_gpu, int) and num_gpu > torch.cuda.device_count():
+        raise OptionError(f'num_gpu: {num_gpu} requested but this machine has {torch.cuda.device_count()} '
+                          "CUDA devices (use 0 for CPU or 'auto')")
+
+    for key, spec in opt.items():
+        if key.startswith('network_'):
+            _check_type(ARCH_REGISTRY, 'arch', f'{key}.type', spec)
+
+    if not isinstance(opt['datasets'], dict) or not opt['datasets']:
+        raise OptionError('datasets: expected a mapping of phases (train, val, test_1, ...)')
+    for phase, ds in opt['datasets'].items():
+        _check_type(DATASET_REGISTRY, 'dataset', f'datasets.{phase}.type', ds)
+        for dkey, value in ds.items():
+            is_path = dkey.startswith('dataroot') or dkey == 'meta_info_file' or dkey.startswith('meta_info')
+            if is_path and isinstance(value, str):
+                values = [value]
+            elif is_path and isinstance(value, list):
+                values = [v for v in value if isinstance(v, str)]
+            else:
+                continue
+            for v in values:
+                if not osp.exists(osp.expanduser(v)):
+                    raise OptionError(f'datasets.{phase}.{dkey}: path does not exist: {v}')
+
+    if is_train and isinstance(opt.get('train'), dict):
+        for key, spec in opt['train'].items():
+            if key.endswith('_opt') and isinstance(spec, dict) and 'type' in spec:
+                _check_type(LOSS_REGISTRY, 'loss', f'train.{key}.type', spec)
+    val = opt.get('val')
+    if isinstance(val, dict) and isinstance(val.get('metrics'), dict):
+        for name, spec in val['metrics'].items():
+            _check_type(METRIC_REGISTRY, 'metric', f'val.metrics.{name}.type', spec)
+
+    if not resuming:
+        for key, value in (opt.get('path') or {}).items():
+            if key.startswith('pretrain_network') and value is not None:
+                if not isinstance(value, str) or not osp.isfile(osp.expanduser(value)):
+                    raise OptionError(f'path.{key}: pretrained file not found: {value}')
+    state = (opt.get('path') or {}).get('resume_state')
+    if state is not None and not osp.isfile(osp.expanduser(str(state))):
+        raise OptionError(f'path.resume_state: training state not found: {state}')
+    return opt
+
+
+def write_resolved(opt, opt_path, folder):
+    """Write the resolved options as ``folder/<basename of opt_path>`` (BasicSR copies this file)."""
+    os.makedirs(folder, exist_ok=True)
+    out = osp.join(folder, osp.splitext(osp.basename(opt_path))[0] + '.yml')
+    with open(out, 'w', encoding='utf-8') as f:
+        f.write(dump_options(opt))
+    return out

@@ -1,0 +1,55 @@
+#!/usr/bin/env python
+"""basicsr_sinca: VQ-free blind image restoration (Self-in-Cross-Attention) as a BasicSR plugin."""
+import os.path as osp
+
+from setuptools import find_packages, setup
+
+
+def get_version():
+    ns = {}
+    with open(osp.join(osp.dirname(osp.abspath(__file__)), 'basicsr_sinca', 'version.py'), encoding='utf-8') as f:
+        exec(f.read(), ns)
+    return ns['__version__']
+
+
+def get_long_description():
+    with open(osp.join(osp.dirname(osp.abspath(__file__)), 'README.md'), encoding='utf-8') as f:
+        return f.read()
+
+
+setup(
+    name='basicsr_sinca',
+    version=get_version(),
+    description='Self-in-Cross-Attention bottlenecks for VQ-based blind image restoration, as a BasicSR plugin',
+    long_description=get_long_description(),
+    long_description_content_type='text/markdown',
+    packages=find_packages(include=('basicsr_sinca', 'basicsr_sinca.*')),
+    include_package_data=True,
+    python_requires='>=3.9',
+    # torch/torchvision are installed first with an exact pair (see README); the ranges here never pull a new one.
+    install_requires=[
+        'torch>=1.13',
+        'torchvision>=0.14',
+        'basicsr-fixed>=1.4.2',
+        'mmengine>=0.10',
+        'lpips>=0.1.4',
+        'opencv-python',
+        'pyyaml',
+        'scikit-image',
+        'tqdm',
+        'matplotlib',
+    ],
+    extras_require={
+        'test': ['pytest>=7', 'pytest-timeout'],
+        'face': ['facexlib>=0.3.0'],
+    },
+    entry_points={
+        'console_scripts': [
+            'sinca-train=basicsr_sinca.train:main',
+            'sinca-test=basicsr_sinca.test:main',
+            'sinca-quickstart=basicsr_sinca.quickstart:main',
+        ],
+    },
+    license='Apache-2.0',
+    zip_safe=False,
+)

@@ -1,0 +1,99 @@
+"""Shared test helpers: tiny option files and running the entry points in subprocesses."""
+import os
+import re
+import subprocess
+import sys
+from os import path as osp
+
+import yaml
+
+REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
+
+
+def tiny_sr_options(data_root, name, total_iter=20, **overrides):
+    """A tiny MSRResNet/SRModel option dict on the pairs written by ``write_sr_pairs`` (x2, 64 px GT)."""
+    opt = {
+        'name': name,
+        'model_type': 'SRModel',
+        'scale': 2,
+        'num_gpu': 0,
+        'manual_seed': 0,
+        'datasets': {
+            'train': {
+                'name': 'tiny_train', 'type': 'PairedImageDataset',
+                'dataroot_gt': osp.join(data_root, 'gt'), 'dataroot_lq': osp.join(data_root, 'lq'),
+                'filename_tmpl': '{}', 'io_backend': {'type': 'disk'},
+                'gt_size': 64, 'use_hflip': False, 'use_rot': False,
+                'num_worker_per_gpu': 0, 'batch_size_per_gpu': 2, 'dataset_enlarge_ratio': 1, 'prefetch_mode': None,
+            },
+            'val': {
+                'name': 'tiny_val', 'type': 'PairedImageDataset',
+                'dataroot_gt': osp.join(data_root, 'gt'), 'dataroot_lq': osp.join(data_root, 'lq'),
+                'io_backend': {'type': 'disk'},
+            },
+        },
+        'network_g': {'type': 'MSRResNet', 'num_in_ch': 3, 'num_out_ch': 3, 'num_feat': 16, 'num_block': 2,
+                      'upscale': 2},
+        'path': {'pretrain_network_g': None, 'strict_load_g': True, 'resume_state': None},
+        'train': {
+            'ema_decay': 0.9,
+            'optim_g': {'type': 'Adam', 'lr': 2e-3, 'weight_decay': 0, 'betas': [0.9, 0.99]},
+            'scheduler': {'type': 'MultiStepLR', 'milestones': [total_iter // 2], 'gamma': 0.5},
+            'total_iter': total_iter, 'warmup_iter': -1,
+            'pixel_opt': {'type': 'L1Loss', 'loss_weight': 1.0, 'reduction': 'mean'},
+        },
+        'val': {'val_freq': total_iter, 'save_img': True, 'metrics': {
+            'psnr': {'type': 'calculate_psnr', 'crop_border': 2, 'test_y_channel': False},
+            'ssim': {'type': 'calculate_ssim', 'crop_border': 2, 'test_y_channel': True}}},
+        'logger': {'print_freq': 1, 'save_checkpoint_freq': total_iter, 'use_tb_logger': False,
+                   'wandb': {'project': None, 'resume_id': None}},
+    }
+    return deep_update(opt, overrides)
+
+
+def deep_update(base, update):
+    for k, v in update.items():
+        if isinstance(v, dict) and isinstance(base.get(k), dict):
+            deep_update(base[k], v)
+        else:
+            base[k] = v
+    return base
+
+
+def write_yaml(path, opt):
+    with open(path, 'w') as f:
+        yaml.safe_dump(opt, f, sort_keys=False)
+    return str(path)
+
+
+def entry_cmd(module, *args):
+    return [sys.executable, '-m', f'basicsr_sinca.{module}', *map(str, args)]
+
+
+def sub_env():
+    env = dict(os.environ)
+    env['PYTHONPATH'] = REPO + os.pathsep + env.get('PYTHONPATH', '')
+    env.setdefault('OMP_NUM_THREADS', '1')
+    return env
+
+
+def run_cmd(cmd, cwd, timeout=600, check=True):
+    proc = subprocess.run(cmd, cwd=str(cwd), env=sub_env(), capture_output=True, text=True, timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(f'command failed ({proc.returncode}): {" ".join(map(str, cmd))}\n'
+                             f'--- stdout ---\n{proc.stdout[-4000:]}\n--- stderr ---\n{proc.stderr[-4000:]}')
+    return proc
+
+
+def read_train_log(exp_dir):
+    logs = sorted(f for f in os.listdir(exp_dir) if f.startswith('train_') and f.endswith('.log'))
+    assert logs, f'no train log in {exp_dir}'
+    return ''.join(open(osp.join(exp_dir, f)).read() for f in logs)
+
+
+LOSS_LINE = re.compile(r'iter:\s*([\d,]+),.*?l_pix: ([-\d.e+]+)')
+
+
+def logged_losses(log_text):
+    """{iteration: l_pix string} from BasicSR's message logger lines."""
+    return {int(m.group(1).replace(',', '')): m.group(2) for m in LOSS_LINE.finditer(log_text)}
