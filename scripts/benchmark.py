@@ -41,14 +41,27 @@ def parse_args(argv=None):
     parser.add_argument('--threads', type=int, default=None, help='torch CPU threads (default: torch default)')
     parser.add_argument('--naive_limit_gb', type=float, default=4.0,
                         help='skip naive-attention points whose N x (N+M) maps need more memory (default 4 GB)')
+    parser.add_argument('--_scaling_child', action='store_true', help=argparse.SUPPRESS)
     return parser.parse_args(argv)
 
 
-def ensure_measurable_malloc():
-    """Make glibc return freed large buffers to the OS, so peak-RSS deltas measure each step (Linux, CPU)."""
-    if sys.platform.startswith('linux') and _MALLOC_ENV not in os.environ:
-        os.environ[_MALLOC_ENV] = '65536'
-        os.execv(sys.executable, [sys.executable] + sys.argv)
+def run_scaling_in_child(args):
+    """Run part (b) in a child process whose glibc returns freed large buffers to the OS at once.
+
+    Peak-RSS deltas then measure each step; the setting slows everything down, so (a) and (c) run here
+    without it.
+    """
+    import subprocess
+    env = dict(os.environ, **{_MALLOC_ENV: '65536'})
+    cmd = [sys.executable, osp.abspath(__file__), '--_scaling_child', '--device', args.device,
+           '--naive_limit_gb', str(args.naive_limit_gb)]
+    cmd += ['--quick'] if args.quick else []
+    cmd += ['--repeats', str(args.repeats)] if args.repeats else []
+    cmd += ['--threads', str(args.threads)] if args.threads else []
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f'token-scaling child failed:\n{proc.stderr[-3000:]}')
+    return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
 class PeakMemory:
@@ -90,7 +103,7 @@ class PeakMemory:
         return False
 
 
-def timed(fn, device, repeats, warmup=1):
+def timed(fn, device, repeats, warmup=3):
     import torch
     for _ in range(warmup):
         fn()
@@ -295,7 +308,6 @@ def to_markdown(res):
 
 def main(argv=None):
     args = parse_args(argv)
-    ensure_measurable_malloc()
     import torch
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -309,10 +321,13 @@ def main(argv=None):
         cfg = {'dim': 256, 'index_dim': 512, 'layers': 9, 'codes': 1024, 'side': 16, 'batches': [1, 8],
                'tokens': [256, 1024, 4096, 16384]}
 
+    if args._scaling_child:
+        print(json.dumps(bench_scaling(cfg, device, repeats, args.naive_limit_gb)))
+        return 0
     print(f'benchmark on {device} ({torch.get_num_threads()} threads), quick={args.quick}', flush=True)
     a_rows, params, sinca, codebook = bench_models(cfg, device, repeats)
     print('(a) done', flush=True)
-    b_rows = bench_scaling(cfg, device, repeats, args.naive_limit_gb)
+    b_rows = run_scaling_in_child(args)
     print('(b) done', flush=True)
     c = bench_flops(sinca, codebook, cfg, device, repeats)
     print('(c) done', flush=True)
