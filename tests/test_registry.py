@@ -7,9 +7,9 @@ from helpers import sub_env
 
 # every name basicsr_sinca registers, per BasicSR registry (plus our bottleneck registry)
 EXPECTED = {
-    'arch': set(),
+    'arch': {'SinCATransformer', 'SinCAIndexTransformer'},
     'model': set(),
-    'loss': set(),
+    'loss': {'FeatureMatchingLoss'},
     'dataset': set(),
     'metric': set(),
 }
@@ -43,6 +43,14 @@ def test_registration_adds_only_our_names():
         assert all(m.startswith('basicsr_sinca.') for m in new.values()), new
         assert report[kind]['changed'] == [], f'{kind}: BasicSR names shadowed: {report[kind]["changed"]}'
     assert report['arch']['basicsr_count'] >= 23 and report['model']['basicsr_count'] >= 13
+
+
+EXPECTED_BOTTLENECKS = {'nearest', 'sinca', 'sa', 'ca', 'sinca_index'}
+
+
+def test_bottleneck_registry():
+    from basicsr_sinca.utils.registry import BOTTLENECK_REGISTRY
+    assert set(BOTTLENECK_REGISTRY.keys()) == EXPECTED_BOTTLENECKS
 
 
 def test_package_imports_before_basicsr_and_standalone():
