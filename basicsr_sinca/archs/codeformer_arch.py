@@ -1,22 +1,332 @@
-"""CodeFormer family (state-dict compatible with the official release).
+"""CodeFormer family, state-dict compatible with the official release.
 
-This file holds only what is specific to CodeFormer. Key names and shapes follow the released checkpoints
-(``vqgan_code1024.pth``, ``codeformer.pth``); see ``shared/reference/codeformer_daefr.md``.
+* :class:`VQAutoEncoder` — the stage-1 VQGAN prior (``vqgan_code1024.pth``).
+* :class:`VQGANDiscriminator` — its patch discriminator (``vqgan_discriminator.pth``).
+* :class:`SinCACodeFormer` — CodeFormer with the bottleneck chosen in YAML (``sinca``, ``sa``, ``ca``, ``index``,
+  ``nearest``, ``sinca_index``); encoder, codebook, generator and fusion layers keep the official names.
+* :class:`CodeFormer` — the official network: ``SinCACodeFormer`` with CodeFormer's own index transformer
+  (bottleneck type ``index``), the official constructor, forward signature, return values and key names
+  (``codeformer.pth``).
+
+Facts (key names, shapes, data flow) come from ``shared/reference/codeformer_daefr.md``; the code is ours.
 """
 import torch
 import torch.nn.functional as F
+from basicsr.utils.registry import ARCH_REGISTRY
 from torch import nn
 
-__all__ = ['CodeFormerSALayer', 'CodeFormerIndexTransformer']
+from basicsr_sinca.archs.bottleneck_arch import build_bottleneck, lookup_codes, nearest_code_indices
+from basicsr_sinca.utils.checkpoint import load_state_dict_report, read_state_dict
+from basicsr_sinca.utils.registry import BOTTLENECK_REGISTRY
+
+__all__ = [
+    'VQGANResBlock', 'VQGANAttnBlock', 'VQGANEncoder', 'VQGANGenerator', 'VectorQuantizer', 'VQAutoEncoder',
+    'VQGANDiscriminator', 'FuseSFTBlock', 'CodeFormerSALayer', 'CodeFormerIndexTransformer',
+    'CodeFormerIndexBottleneck', 'SinCACodeFormer', 'CodeFormer', 'adaptive_instance_normalization'
+]
+
+
+def group_norm(channels):
+    return nn.GroupNorm(num_groups=32, num_channels=channels, eps=1e-6, affine=True)
+
+
+class VQGANResBlock(nn.Module):
+    """GroupNorm-swish-conv residual block; a 1x1 ``conv_out`` adapts the shortcut when channels change."""
+
+    def __init__(self, in_channels, out_channels=None):
+        super().__init__()
+        out_channels = in_channels if out_channels is None else out_channels
+        self.norm1 = group_norm(in_channels)
+        self.conv1 = nn.Conv2d(in_channels, out_channels, 3, 1, 1)
+        self.norm2 = group_norm(out_channels)
+        self.conv2 = nn.Conv2d(out_channels, out_channels, 3, 1, 1)
+        if in_channels != out_channels:
+            self.conv_out = nn.Conv2d(in_channels, out_channels, 1, 1, 0)
+
+    def forward(self, x):
+        h = self.conv1(F.silu(self.norm1(x)))
+        h = self.conv2(F.silu(self.norm2(h)))
+        return h + (self.conv_out(x) if hasattr(self, 'conv_out') else x)
+
+
+class VQGANAttnBlock(nn.Module):
+    """Single-head spatial self-attention with 1x1 ``q``, ``k``, ``v``, ``proj_out`` and a residual."""
+
+    def __init__(self, channels):
+        super().__init__()
+        self.norm = group_norm(channels)
+        self.q = nn.Conv2d(channels, channels, 1)
+        self.k = nn.Conv2d(channels, channels, 1)
+        self.v = nn.Conv2d(channels, channels, 1)
+        self.proj_out = nn.Conv2d(channels, channels, 1)
+
+    def forward(self, x):
+        b, c, h, w = x.shape
+        y = self.norm(x)
+        q, k, v = (conv(y).flatten(2).transpose(1, 2) for conv in (self.q, self.k, self.v))  # (B, HW, C)
+        out = F.scaled_dot_product_attention(q[:, None], k[:, None], v[:, None])[:, 0]
+        return x + self.proj_out(out.transpose(1, 2).reshape(b, c, h, w))
+
+
+class VQGANDownsample(nn.Module):
+    """Stride-2 3x3 conv after padding one pixel right/bottom."""
+
+    def __init__(self, channels):
+        super().__init__()
+        self.conv = nn.Conv2d(channels, channels, 3, 2, 0)
+
+    def forward(self, x):
+        return self.conv(F.pad(x, (0, 1, 0, 1)))
+
+
+class VQGANUpsample(nn.Module):
+    """Nearest x2 upsampling then a 3x3 conv."""
+
+    def __init__(self, channels):
+        super().__init__()
+        self.conv = nn.Conv2d(channels, channels, 3, 1, 1)
+
+    def forward(self, x):
+        return self.conv(F.interpolate(x, scale_factor=2.0, mode='nearest'))
+
+
+class VQGANEncoder(nn.Module):
+    """Encoder as one flat ``blocks`` list (official layout).
+
+    ``level_taps`` maps each resolution (as a string of the construction-time size, e.g. ``'64'``) to the
+    index of the block whose output CodeFormer's fusion layers read: the last residual block of that level.
+    """
+
+    def __init__(self, in_channels, nf, emb_dim, ch_mult, num_res_blocks, resolution, attn_resolutions):
+        super().__init__()
+        blocks = [nn.Conv2d(in_channels, nf, 3, 1, 1)]
+        self.level_taps = {}
+        ch_in, res = nf, resolution
+        for level, mult in enumerate(ch_mult):
+            ch_out = nf * mult
+            for _ in range(num_res_blocks):
+                blocks.append(VQGANResBlock(ch_in, ch_out))
+                self.level_taps[str(res)] = len(blocks) - 1
+                ch_in = ch_out
+                if res in attn_resolutions:
+                    blocks.append(VQGANAttnBlock(ch_in))
+            if level != len(ch_mult) - 1:
+                blocks.append(VQGANDownsample(ch_in))
+                res //= 2
+        blocks += [VQGANResBlock(ch_in), VQGANAttnBlock(ch_in), VQGANResBlock(ch_in)]
+        blocks += [group_norm(ch_in), nn.Conv2d(ch_in, emb_dim, 3, 1, 1)]  # no swish in between (official)
+        self.blocks = nn.ModuleList(blocks)
+
+    def forward(self, x, taps=()):
+        """(B, 3, H, W) -> latent (B, emb_dim, H/2^L, W/2^L); with ``taps`` also {size: feature} of those levels."""
+        want = {self.level_taps[t]: t for t in taps}
+        feats = {}
+        for i, block in enumerate(self.blocks):
+            x = block(x)
+            if i in want:
+                feats[want[i]] = x
+        return (x, feats) if taps else x
+
+
+class VQGANGenerator(nn.Module):
+    """Generator (decoder) as one flat ``blocks`` list (official layout).
+
+    ``level_taps`` maps each resolution to the block after which CodeFormer fuses encoder features: the
+    first residual block of each upsampled level, the last one at the latent level (official indices
+    16:6, 32:9, 64:12, 128:15, 256:18, 512:21 for the released configuration).
+    """
+
+    def __init__(self, nf, emb_dim, ch_mult, res_blocks, img_size, attn_resolutions):
+        super().__init__()
+        ch_in = nf * ch_mult[-1]
+        res = img_size // 2**(len(ch_mult) - 1)
+        blocks = [nn.Conv2d(emb_dim, ch_in, 3, 1, 1), VQGANResBlock(ch_in), VQGANAttnBlock(ch_in), VQGANResBlock(ch_in)]
+        self.level_taps = {}
+        for level in reversed(range(len(ch_mult))):
+            ch_out = nf * ch_mult[level]
+            for r in range(res_blocks):
+                blocks.append(VQGANResBlock(ch_in, ch_out))
+                if r == 0 or level == len(ch_mult) - 1:
+                    self.level_taps[str(res)] = len(blocks) - 1
+                ch_in = ch_out
+                if res in attn_resolutions:
+                    blocks.append(VQGANAttnBlock(ch_in))
+            if level != 0:
+                blocks.append(VQGANUpsample(ch_in))
+                res *= 2
+        blocks += [group_norm(ch_in), nn.Conv2d(ch_in, 3, 3, 1, 1)]
+        self.blocks = nn.ModuleList(blocks)
+
+    def forward(self, x, fuse=None):
+        """latent (B, emb_dim, h, w) -> image (B, 3, H, W); ``fuse`` maps a block index to ``fn(feature)``."""
+        for i, block in enumerate(self.blocks):
+            x = block(x)
+            if fuse and i in fuse:
+                x = fuse[i](x)
+        return x
+
+
+class VectorQuantizer(nn.Module):
+    """Nearest-neighbour vector quantiser with the codebook in ``embedding`` (official ``quantize``).
+
+    Args:
+        codebook_size (int): Items M.
+        emb_dim (int): Channels C.
+        beta (float): Commitment weight. Default: 0.25.
+    """
+
+    def __init__(self, codebook_size, emb_dim, beta=0.25):
+        super().__init__()
+        self.codebook_size, self.emb_dim, self.beta = codebook_size, emb_dim, beta
+        self.embedding = nn.Embedding(codebook_size, emb_dim)
+        self.embedding.weight.data.uniform_(-1.0 / codebook_size, 1.0 / codebook_size)
+
+    def forward(self, z):
+        """
+        Returns:
+            tuple: ``(z_q, loss, stats)`` — ``z_q`` (B, C, H, W) in straight-through form; ``loss`` =
+            mean((sg(z_q) - z)^2) + beta·mean((z_q - sg(z))^2); ``stats`` with ``perplexity``,
+            ``min_encodings`` (one-hot, (BHW, M)), ``min_encoding_indices`` ((BHW, 1)), ``mean_distance``.
+        """
+        codebook = self.embedding.weight
+        indices, dist = nearest_code_indices(z, codebook)
+        z_q = lookup_codes(indices, codebook)
+        loss = torch.mean((z_q.detach() - z)**2) + self.beta * torch.mean((z_q - z.detach())**2)
+        flat = indices.reshape(-1, 1)
+        one_hot = torch.zeros(flat.shape[0], self.codebook_size, device=z.device, dtype=z.dtype)
+        one_hot.scatter_(1, flat, 1)
+        usage = one_hot.mean(dim=0)
+        perplexity = torch.exp(-torch.sum(usage * torch.log(usage + 1e-10)))
+        stats = {'perplexity': perplexity, 'min_encodings': one_hot, 'min_encoding_indices': flat,
+                 'mean_distance': dist.mean()}
+        return z + (z_q - z).detach(), loss, stats
+
+    def get_codebook_feat(self, indices, shape):
+        """Codebook rows of ``indices`` (any shape with B·H·W entries) as (B, C, H, W); ``shape`` = [B, H, W, C]."""
+        rows = self.embedding.weight[indices.reshape(-1)]
+        return rows.view(shape).permute(0, 3, 1, 2).contiguous()
+
+
+def load_official_weights(net, path, param_key='params_ema', what='weights'):
+    """Load a released BasicSR-style checkpoint strictly, with one readable error when it does not fit."""
+    state_dict, used = read_state_dict(path, param_key)
+    load_state_dict_report(net, state_dict, strict=True, source=f'{what} {path} [{used}]')
+
+
+@ARCH_REGISTRY.register()
+class VQAutoEncoder(nn.Module):
+    """CodeFormer's stage-1 VQGAN: encoder -> nearest codebook item -> generator.
+
+    Args (official): img_size (512), nf (64), ch_mult ([1, 2, 2, 4, 4, 8]), quantizer ('nearest'; the unused
+    Gumbel variant is not supported), res_blocks (2), attn_resolutions ([16]), codebook_size (1024), emb_dim
+    (256), beta (0.25), gumbel_straight_through / gumbel_kl_weight (accepted, unused), model_path (a local
+    checkpoint to load: ``params_ema``, else ``params``).
+
+    Works on any input whose sides are divisible by 2^(len(ch_mult) - 1).
+    """
+
+    def __init__(self, img_size=512, nf=64, ch_mult=(1, 2, 2, 4, 4, 8), quantizer='nearest', res_blocks=2,
+                 attn_resolutions=(16, ), codebook_size=1024, emb_dim=256, beta=0.25, gumbel_straight_through=False,
+                 gumbel_kl_weight=1e-8, model_path=None):
+        super().__init__()
+        if quantizer != 'nearest':
+            raise ValueError(f"VQAutoEncoder: quantizer {quantizer!r} is not supported (only 'nearest', the one "
+                             'every CodeFormer release uses)')
+        if nf % 32 != 0:
+            raise ValueError(f'VQAutoEncoder: nf={nf} must be a multiple of 32 (GroupNorm with 32 groups)')
+        self.img_size, self.nf, self.ch_mult = img_size, nf, list(ch_mult)
+        self.codebook_size, self.emb_dim = codebook_size, emb_dim
+        attn_resolutions = list(attn_resolutions)
+        self.encoder = VQGANEncoder(3, nf, emb_dim, ch_mult, res_blocks, img_size, attn_resolutions)
+        self.quantize = VectorQuantizer(codebook_size, emb_dim, beta)
+        self.generator = VQGANGenerator(nf, emb_dim, ch_mult, res_blocks, img_size, attn_resolutions)
+        if model_path is not None:
+            load_official_weights(self, model_path, 'params_ema', 'VQGAN')
+
+    @property
+    def scale_factor(self):
+        """Input size / latent size."""
+        return 2**(len(self.ch_mult) - 1)
+
+    def check_input(self, x):
+        f = self.scale_factor
+        if x.dim() != 4 or x.shape[1] != 3 or x.shape[-2] % f or x.shape[-1] % f:
+            raise ValueError(f'{type(self).__name__}: input of shape {tuple(x.shape)} must be (B, 3, H, W) with H and '
+                             f'W divisible by {f}')
+
+    def forward(self, x):
+        """(B, 3, H, W) in [-1, 1] -> (image, codebook_loss, stats) as the official release."""
+        self.check_input(x)
+        quant, codebook_loss, stats = self.quantize(self.encoder(x))
+        return self.generator(quant), codebook_loss, stats
+
+
+@ARCH_REGISTRY.register()
+class VQGANDiscriminator(nn.Module):
+    """CodeFormer's patch discriminator (``vqgan_discriminator.pth``; 28 keys incl. BatchNorm statistics).
+
+    Args:
+        nc (int): Input channels. Default: 3.
+        ndf (int): Base channels. Default: 64.
+        n_layers (int): Stride-2 stages. Default: 4.
+        model_path (str | None): Local checkpoint (``params_d``, else ``params``).
+    """
+
+    def __init__(self, nc=3, ndf=64, n_layers=4, model_path=None):
+        super().__init__()
+        layers = [nn.Conv2d(nc, ndf, 4, 2, 1), nn.LeakyReLU(0.2, True)]
+        mult = 1
+        for n in range(1, n_layers + 1):
+            prev, mult = mult, min(2**n, 8)
+            stride = 2 if n < n_layers else 1
+            layers += [nn.Conv2d(ndf * prev, ndf * mult, 4, stride, 1, bias=False), nn.BatchNorm2d(ndf * mult),
+                       nn.LeakyReLU(0.2, True)]
+        layers.append(nn.Conv2d(ndf * mult, 1, 4, 1, 1))
+        self.main = nn.Sequential(*layers)
+        if model_path is not None:
+            state_dict, used = read_state_dict(model_path, 'params_d', ('params_d', 'params'))
+            load_state_dict_report(self, state_dict, strict=True, source=f'discriminator {model_path} [{used}]')
+
+    def forward(self, x):
+        """(B, nc, H, W) -> patch logits (B, 1, H', W')."""
+        return self.main(x)
+
+
+class FuseSFTBlock(nn.Module):
+    """Controllable feature transformation: ``dec + w·(dec·scale + shift)``, scale/shift from [enc; dec]."""
+
+    def __init__(self, in_ch, out_ch):
+        super().__init__()
+        self.encode_enc = VQGANResBlock(2 * in_ch, out_ch)
+        self.scale = nn.Sequential(nn.Conv2d(in_ch, out_ch, 3, 1, 1), nn.LeakyReLU(0.2, True),
+                                   nn.Conv2d(out_ch, out_ch, 3, 1, 1))
+        self.shift = nn.Sequential(nn.Conv2d(in_ch, out_ch, 3, 1, 1), nn.LeakyReLU(0.2, True),
+                                   nn.Conv2d(out_ch, out_ch, 3, 1, 1))
+
+    def forward(self, enc_feat, dec_feat, w=1):
+        feat = self.encode_enc(torch.cat([enc_feat, dec_feat], dim=1))
+        return dec_feat + w * (dec_feat * self.scale(feat) + self.shift(feat))
+
+
+def adaptive_instance_normalization(content, style, eps=1e-5):
+    """Give each channel of ``content`` the mean/std of ``style`` (std = sqrt(unbiased var + eps)), (B, C, H, W)."""
+
+    def mean_std(t):
+        flat = t.flatten(2)
+        return flat.mean(dim=2)[..., None, None], (flat.var(dim=2) + eps).sqrt()[..., None, None]
+
+    c_mean, c_std = mean_std(content)
+    s_mean, s_std = mean_std(style)
+    return (content - c_mean) / c_std * s_std + s_mean
 
 
 class CodeFormerSALayer(nn.Module):
-    """CodeFormer's pre-norm self-attention layer (sequence-first, position added to queries and keys only).
+    """CodeFormer's pre-norm self-attention layer (sequence-first; positions added to queries and keys only).
 
     Args:
         embed_dim (int): Channels. Default: 512.
         nhead (int): Heads. Default: 8.
-        dim_mlp (int): Hidden size of the MLP. Default: 1024.
+        dim_mlp (int): MLP hidden size. Default: 1024.
         dropout (float): Dropout. Default: 0.0.
     """
 
@@ -32,7 +342,7 @@ class CodeFormerSALayer(nn.Module):
         self.dropout2 = nn.Dropout(dropout)
 
     def forward(self, x, query_pos=None):
-        """(N, B, C) tokens and (N, B, C) or (N, 1, C) positions -> (N, B, C)."""
+        """(N, B, C) tokens and (N, B or 1, C) positions -> (N, B, C)."""
         h = self.norm1(x)
         qk = h if query_pos is None else h + query_pos
         x = x + self.dropout1(self.self_attn(qk, qk, value=h, need_weights=False)[0])
@@ -41,25 +351,24 @@ class CodeFormerSALayer(nn.Module):
 
 
 class CodeFormerIndexTransformer(nn.Module):
-    """CodeFormer's code-index prediction transformer (keys ``position_emb``, ``feat_emb``, ``ft_layers``,
-    ``idx_pred_layer`` as in ``codeformer.pth``).
+    """CodeFormer's code-index prediction transformer (``position_emb``, ``feat_emb``, ``ft_layers``,
+    ``idx_pred_layer``).
 
     Args:
         dim_embd (int): Transformer channels. Default: 512.
         n_head (int): Heads. Default: 8.
         n_layers (int): Layers. Default: 9.
         codebook_size (int): Logits per token. Default: 1024.
-        latent_size (int): Tokens (H·W of the latent; the learned position table has this length). Default: 256.
+        latent_size (int): Tokens H·W (length of the learned position table). Default: 256.
         latent_dim (int): Latent channels. Default: 256.
     """
 
     def __init__(self, dim_embd=512, n_head=8, n_layers=9, codebook_size=1024, latent_size=256, latent_dim=256):
         super().__init__()
-        self.latent_size, self.latent_dim = latent_size, latent_dim
+        self.latent_size, self.latent_dim, self.codebook_size = latent_size, latent_dim, codebook_size
         self.position_emb = nn.Parameter(torch.zeros(latent_size, dim_embd))
         self.feat_emb = nn.Linear(latent_dim, dim_embd)
-        self.ft_layers = nn.Sequential(
-            *[CodeFormerSALayer(dim_embd, n_head, dim_embd * 2, 0.0) for _ in range(n_layers)])
+        self.ft_layers = nn.Sequential(*[CodeFormerSALayer(dim_embd, n_head, dim_embd * 2, 0.0) for _ in range(n_layers)])
         self.idx_pred_layer = nn.Sequential(nn.LayerNorm(dim_embd), nn.Linear(dim_embd, codebook_size, bias=False))
 
     def forward(self, lq_feat):
@@ -67,9 +376,169 @@ class CodeFormerIndexTransformer(nn.Module):
         b, c, h, w = lq_feat.shape
         if c != self.latent_dim or h * w != self.latent_size:
             raise ValueError(f'CodeFormer index transformer: latent of shape {tuple(lq_feat.shape)} does not match '
-                             f'its position table ({self.latent_size} tokens of {self.latent_dim} channels)')
+                             f'its position table ({self.latent_size} tokens of {self.latent_dim} channels); '
+                             'CodeFormer\'s index transformer only works at the training resolution')
         pos = self.position_emb.unsqueeze(1)
         x = self.feat_emb(lq_feat.flatten(2).permute(2, 0, 1))
         for layer in self.ft_layers:
             x = layer(x, query_pos=pos)
         return self.idx_pred_layer(x).permute(1, 0, 2)
+
+
+class CodeFormerIndexBottleneck(CodeFormerIndexTransformer):
+    """Bottleneck ``index``: CodeFormer's transformer predicts code indices, the decoder gets the top-1 rows."""
+
+    def forward(self, lq_feat, codebook, return_attn_split=False):
+        """Returns ``(quant_feat, {'logits': (B, N, M), 'indices': (B, H, W), 'quant_feat'})``."""
+        logits = super().forward(lq_feat)
+        b, _, h, w = lq_feat.shape
+        indices = logits.argmax(dim=-1).reshape(b, h, w)
+        quant_feat = lookup_codes(indices, codebook.detach())
+        return quant_feat, {'logits': logits, 'indices': indices, 'quant_feat': quant_feat}
+
+
+@BOTTLENECK_REGISTRY.register()
+def index(dim, codebook_size, dim_embd=512, n_head=8, n_layers=9, latent_size=256):
+    """CodeFormer's own index-prediction transformer (official names; loads from ``codeformer.pth``)."""
+    return CodeFormerIndexBottleneck(dim_embd, n_head, n_layers, codebook_size, latent_size, latent_dim=dim)
+
+
+# official top-level names of the index transformer inside codeformer.pth
+_INDEX_KEYS = ('position_emb', 'feat_emb.', 'ft_layers.', 'idx_pred_layer.')
+
+
+@ARCH_REGISTRY.register()
+class SinCACodeFormer(VQAutoEncoder):
+    """CodeFormer whose code-lookup step is a configurable bottleneck.
+
+    encoder -> bottleneck(lq_feat, codebook) -> (AdaIN) -> generator with controllable feature transformation
+    (fusion of encoder features at ``connect_list`` resolutions with fidelity weight ``w``).
+
+    Args:
+        bottleneck (dict | str): ``{'type': 'sinca' | 'sa' | 'ca' | 'index' | 'nearest' | 'sinca_index', ...}``.
+            Default: SinCA with the paper settings (9 layers, 8 heads).
+        img_size, nf, ch_mult, res_blocks, attn_resolutions, codebook_size, emb_dim: VQGAN prior (defaults:
+            the released 512 configuration).
+        connect_list (list[str]): Resolutions with fusion layers. Default: ['32', '64', '128', '256'].
+        fix_modules (list[str]): Modules whose parameters get ``requires_grad=False``.
+            Default: ['quantize', 'generator'].
+        vqgan_path (str | None): Stage-1 checkpoint (``vqgan_code1024.pth``) loaded into encoder, codebook and
+            generator.
+
+    Official checkpoints load into it: encoder/quantize/generator/fuse_convs_dict keep their names, and with
+    the ``index`` bottleneck the transformer keys of ``codeformer.pth`` are mapped under ``bottleneck.``.
+    """
+
+    def __init__(self, bottleneck=None, img_size=512, nf=64, ch_mult=(1, 2, 2, 4, 4, 8), res_blocks=2,
+                 attn_resolutions=(16, ), codebook_size=1024, emb_dim=256, connect_list=('32', '64', '128', '256'),
+                 fix_modules=('quantize', 'generator'), vqgan_path=None):
+        super().__init__(img_size, nf, ch_mult, 'nearest', res_blocks, attn_resolutions, codebook_size, emb_dim)
+        if vqgan_path is not None:
+            load_official_weights(self, vqgan_path, 'params_ema', 'VQGAN')
+        self.connect_list = [str(s) for s in connect_list]
+        channels = {str(img_size // 2**i): nf * m for i, m in enumerate(ch_mult)}
+        bad = [s for s in self.connect_list if s not in channels]
+        if bad:
+            raise ValueError(f'connect_list: {bad} are not resolutions of this network '
+                             f'(choose among {sorted(channels, key=int)})')
+        self.fuse_convs_dict = nn.ModuleDict({s: FuseSFTBlock(channels[s], channels[s]) for s in self.connect_list})
+
+        bottleneck = {'type': bottleneck} if isinstance(bottleneck, str) else dict(bottleneck or {'type': 'sinca'})
+        if bottleneck.get('type') == 'index':
+            bottleneck.setdefault('latent_size', (img_size // self.scale_factor)**2)
+        self.bottleneck = build_bottleneck(bottleneck, emb_dim, codebook_size)
+        self.bottleneck_type = bottleneck['type']
+        self.register_load_state_dict_pre_hook(self._map_official_index_keys)
+
+        for name in fix_modules or ():
+            for p in getattr(self, name).parameters():
+                p.requires_grad = False
+
+    @staticmethod
+    def _map_official_index_keys(module, state_dict, prefix, *args):
+        """codeformer.pth stores the index transformer at the top level; ours lives in ``bottleneck``."""
+        if not isinstance(module.bottleneck, CodeFormerIndexBottleneck):
+            return
+        for key in list(state_dict):
+            if key.startswith(prefix) and key[len(prefix):].startswith(_INDEX_KEYS):
+                state_dict[f'{prefix}bottleneck.{key[len(prefix):]}'] = state_dict.pop(key)
+
+    @property
+    def codebook(self):
+        """The frozen codebook, (M, C)."""
+        return self.quantize.embedding.weight
+
+    def encode(self, x):
+        """(B, 3, H, W) -> lq_feat (B, C, H/f, W/f) and the encoder features of ``connect_list``."""
+        self.check_input(x)
+        return self.encoder(x, taps=self.connect_list)
+
+    def transform(self, lq_feat, return_attn_split=False):
+        """The bottleneck on ``lq_feat`` with the codebook: ``(feat, aux)``."""
+        return self.bottleneck(lq_feat, self.codebook, return_attn_split=return_attn_split)
+
+    def decode(self, feat, enc_feats, w=0):
+        """Generator on ``feat``; with ``w > 0`` the fusion layers inject the (detached) encoder features."""
+        fuse = None
+        if w > 0:
+            taps = self.generator.level_taps
+            fuse = {taps[s]: (lambda x, s=s: self.fuse_convs_dict[s](enc_feats[s].detach(), x, w))
+                    for s in self.connect_list}
+        return self.generator(feat, fuse)
+
+    def forward(self, x, w=0, detach_16=True, code_only=False, adain=False, return_attn_split=False):
+        """
+        Args:
+            x (Tensor): (B, 3, H, W) in [-1, 1].
+            w (float): Fidelity weight of the fusion layers (0 skips them).
+            detach_16 (bool): Detach the bottleneck output before the generator (image losses then train only
+                the fusion layers, as in CodeFormer stage 3). Default: True.
+            code_only (bool): Stop after the bottleneck (stage 2).
+            adain (bool): Give the bottleneck output lq_feat's channel statistics before decoding.
+            return_attn_split (bool): Ask the bottleneck for its attention split (``aux['attn_split']``).
+
+        Returns:
+            ``aux`` if ``code_only`` else ``(image, aux)``; ``aux`` holds ``lq_feat``, ``feat`` (bottleneck output)
+            and the bottleneck's auxiliaries (``logits``, ``indices``, ``quant_feat``, ``attn_split``).
+        """
+        lq_feat, enc_feats = self.encode(x)
+        feat, aux = self.transform(lq_feat, return_attn_split)
+        aux = dict(aux, lq_feat=lq_feat, feat=feat)
+        if code_only:
+            return aux
+        if detach_16:
+            feat = feat.detach()
+        if adain:
+            feat = adaptive_instance_normalization(feat, lq_feat)
+        return self.decode(feat, enc_feats, w), aux
+
+
+@ARCH_REGISTRY.register()
+class CodeFormer(SinCACodeFormer):
+    """The official CodeFormer (``codeformer.pth`` loads strictly; same arguments, forward and returns).
+
+    ``forward(x, w=0, detach_16=True, code_only=False, adain=False)`` returns ``(logits, lq_feat)`` with
+    ``code_only`` else ``(image, logits, lq_feat)``. Only 512x512 inputs work (the index transformer has a
+    16x16 position table), as upstream.
+    """
+
+    def __init__(self, dim_embd=512, n_head=8, n_layers=9, codebook_size=1024, latent_size=256,
+                 connect_list=('32', '64', '128', '256'), fix_modules=('quantize', 'generator'), vqgan_path=None):
+        index_opt = {'type': 'index', 'dim_embd': dim_embd, 'n_head': n_head, 'n_layers': n_layers,
+                     'latent_size': latent_size}
+        super().__init__(index_opt, 512, 64, (1, 2, 2, 4, 4, 8), 2, (16, ), codebook_size, 256, connect_list,
+                         fix_modules, vqgan_path)
+        self.register_state_dict_post_hook(self._official_key_names)
+
+    @staticmethod
+    def _official_key_names(module, state_dict, prefix, local_metadata):
+        inner = f'{prefix}bottleneck.'
+        for key in [k for k in state_dict if k.startswith(inner)]:
+            state_dict[prefix + key[len(inner):]] = state_dict.pop(key)
+
+    def forward(self, x, w=0, detach_16=True, code_only=False, adain=False):
+        out = super().forward(x, w=w, detach_16=detach_16, code_only=code_only, adain=adain)
+        if code_only:
+            return out['logits'], out['lq_feat']
+        image, aux = out
+        return image, aux['logits'], aux['lq_feat']

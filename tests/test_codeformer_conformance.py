@@ -1,0 +1,100 @@
+"""Golden cases codeformer_vqgan and codeformer: our archs compute the official functions (float64)."""
+import pytest
+import torch
+from golden import assert_close, load_case
+
+from basicsr_sinca.archs.codeformer_arch import CodeFormer, SinCACodeFormer, VQAutoEncoder
+
+
+@pytest.fixture(scope='module')
+def vqgan_case():
+    case, golden_init = load_case('codeformer_vqgan')
+    net = VQAutoEncoder(**case['constructor']).double().eval()
+    net.load_state_dict(golden_init.build_state_dict(case), strict=True)
+    x = golden_init.make_input(**case['inputs']['x'])
+    return case, net, x
+
+
+def test_vqgan_keys_and_calls(vqgan_case):
+    case, net, x = vqgan_case
+    assert list(net.state_dict()) == [name for name, _ in case['parameters']]
+    tol = case['tolerance']['float64_run']
+    calls = {c['name']: c['outputs'] for c in case['calls']}
+    with torch.no_grad():
+        z = net.encoder(x)
+        assert_close('encoder.z', z, calls['encoder']['z'], tol)
+        quant, loss, stats = net.quantize(z)
+        out = calls['quantize']
+        assert_close('quantize.indices', stats['min_encoding_indices'].reshape(-1), out['indices'], tol)
+        assert_close('quantize.quant', quant, out['quant'], tol)
+        assert_close('quantize.codebook_loss', loss, out['codebook_loss'], tol)
+        assert_close('quantize.perplexity', stats['perplexity'], out['perplexity'], tol)
+        assert_close('quantize.mean_distance', stats['mean_distance'], out['mean_distance'], tol)
+        image, loss, stats = net(x)
+        out = calls['forward']
+        assert_close('forward.indices', stats['min_encoding_indices'].reshape(-1), out['indices'], tol)
+        assert_close('forward.image', image, out['image'], tol)
+        assert_close('forward.codebook_loss', loss, out['codebook_loss'], tol)
+
+
+@pytest.fixture(scope='module')
+def codeformer_case():
+    case, golden_init = load_case('codeformer')
+    net = CodeFormer(**case['constructor']).double().eval()
+    net.load_state_dict(golden_init.build_state_dict(case), strict=True)
+    x = golden_init.make_input(**case['inputs']['x'])
+    return case, golden_init, net, x
+
+
+def test_codeformer_state_dict_is_official(codeformer_case):
+    case, _, net, _ = codeformer_case
+    assert set(net.state_dict()) == {name for name, _ in case['parameters']}
+    shapes = dict(case['parameters'])
+    assert all(tuple(v.shape) == tuple(shapes[k]) for k, v in net.state_dict().items())
+    frozen = {n.split('.')[0] for n, p in net.named_parameters() if not p.requires_grad}
+    assert frozen == {'quantize', 'generator'}
+
+
+def test_codeformer_calls(codeformer_case):
+    case, _, net, x = codeformer_case
+    tol = case['tolerance']['float64_run']
+    calls = {c['name']: c for c in case['calls']}
+    captured = []
+    hook = net.generator.blocks[0].register_forward_pre_hook(lambda m, inp: captured.append(inp[0]))
+    try:
+        with torch.no_grad():
+            logits, lq_feat = net(x, code_only=True)
+            ref = calls['code_only']['outputs']
+            assert_close('code_only.indices', logits.argmax(-1).reshape(-1), ref['indices'], tol)
+            assert_close('code_only.logits', logits, ref['logits'], tol)
+            assert_close('code_only.lq_feat', lq_feat, ref['lq_feat'], tol)
+            for name in ('w0', 'w0.5_adain', 'w1'):
+                captured.clear()
+                image, logits_full, lq_full = net(x, **calls[name]['kwargs'])
+                assert torch.equal(logits_full, logits) and torch.equal(lq_full, lq_feat)
+                assert_close(f'{name}.quant_feat', captured[0], calls[name]['outputs']['quant_feat'], tol)
+                assert_close(f'{name}.image', image, calls[name]['outputs']['image'], tol)
+    finally:
+        hook.remove()
+
+
+def test_official_checkpoint_initialises_bottleneck_variants(codeformer_case, tmp_path):
+    """codeformer.pth ('params_ema') loads into SinCACodeFormer: fully with the index bottleneck, all but the
+    new bottleneck with SinCA."""
+    case, golden_init, net, x = codeformer_case
+    ckpt = tmp_path / 'codeformer.pth'
+    torch.save({'params_ema': golden_init.build_state_dict(case, dtype=torch.float32)}, ckpt)
+    from basicsr_sinca.utils.checkpoint import load_state_dict_report, read_state_dict
+    sd, key = read_state_dict(str(ckpt))
+    assert key == 'params_ema'
+
+    index_net = SinCACodeFormer(bottleneck='index')
+    assert load_state_dict_report(index_net, sd, strict=True) == ''
+    assert torch.equal(index_net.bottleneck.position_emb, sd['position_emb'])
+
+    sinca_net = SinCACodeFormer(bottleneck={'type': 'sinca', 'num_layers': 1})
+    report = load_state_dict_report(sinca_net, sd, strict=False, source='codeformer.pth')
+    assert 'missing keys (bottleneck.' in report and 'unexpected keys (feat_emb.bias' in report
+    assert torch.equal(sinca_net.fuse_convs_dict['32'].scale[0].weight, sd['fuse_convs_dict.32.scale.0.weight'])
+    with pytest.raises(ValueError, match=r'codeformer.pth does not match SinCACodeFormer: \d+ missing keys'):
+        load_state_dict_report(sinca_net, sd, strict=True, source='codeformer.pth')
