@@ -237,6 +237,9 @@ class VQAutoEncoder(nn.Module):
         self.img_size, self.nf, self.ch_mult = img_size, nf, list(ch_mult)
         self.codebook_size, self.emb_dim = codebook_size, emb_dim
         attn_resolutions = list(attn_resolutions)
+        # the prior's configuration, e.g. to build the frozen HQ teacher of a restoration stage
+        self.vqgan_config = dict(img_size=img_size, nf=nf, ch_mult=list(ch_mult), res_blocks=res_blocks,
+                                 attn_resolutions=attn_resolutions, codebook_size=codebook_size, emb_dim=emb_dim)
         self.encoder = VQGANEncoder(3, nf, emb_dim, ch_mult, res_blocks, img_size, attn_resolutions)
         self.quantize = VectorQuantizer(codebook_size, emb_dim, beta)
         self.generator = VQGANGenerator(nf, emb_dim, ch_mult, res_blocks, img_size, attn_resolutions)
@@ -486,7 +489,7 @@ class SinCACodeFormer(VQAutoEncoder):
                     for s in self.connect_list}
         return self.generator(feat, fuse)
 
-    def forward(self, x, w=0, detach_16=True, code_only=False, adain=False, return_attn_split=False):
+    def forward(self, x, w=0, detach_16=True, code_only=False, adain=False, return_attn_split=False, return_aux=True):
         """
         Args:
             x (Tensor): (B, 3, H, W) in [-1, 1].
@@ -496,6 +499,7 @@ class SinCACodeFormer(VQAutoEncoder):
             code_only (bool): Stop after the bottleneck (stage 2).
             adain (bool): Give the bottleneck output lq_feat's channel statistics before decoding.
             return_attn_split (bool): Ask the bottleneck for its attention split (``aux['attn_split']``).
+            return_aux (bool): Accepted for interchangeability with :class:`CodeFormer` (always returns aux).
 
         Returns:
             ``aux`` if ``code_only`` else ``(image, aux)``; ``aux`` holds ``lq_feat``, ``feat`` (bottleneck output)
@@ -519,7 +523,8 @@ class CodeFormer(SinCACodeFormer):
 
     ``forward(x, w=0, detach_16=True, code_only=False, adain=False)`` returns ``(logits, lq_feat)`` with
     ``code_only`` else ``(image, logits, lq_feat)``. Only 512x512 inputs work (the index transformer has a
-    16x16 position table), as upstream.
+    16x16 position table), as upstream. With ``return_aux=True`` it returns what :class:`SinCACodeFormer`
+    returns, so this package's training models accept ``type: CodeFormer`` option files.
     """
 
     def __init__(self, dim_embd=512, n_head=8, n_layers=9, codebook_size=1024, latent_size=256,
@@ -536,8 +541,10 @@ class CodeFormer(SinCACodeFormer):
         for key in [k for k in state_dict if k.startswith(inner)]:
             state_dict[prefix + key[len(inner):]] = state_dict.pop(key)
 
-    def forward(self, x, w=0, detach_16=True, code_only=False, adain=False):
+    def forward(self, x, w=0, detach_16=True, code_only=False, adain=False, return_attn_split=False, return_aux=False):
         out = super().forward(x, w=w, detach_16=detach_16, code_only=code_only, adain=adain)
+        if return_aux:
+            return out
         if code_only:
             return out['logits'], out['lq_feat']
         image, aux = out

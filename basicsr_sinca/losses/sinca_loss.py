@@ -3,7 +3,7 @@ import torch.nn.functional as F
 from basicsr.utils.registry import LOSS_REGISTRY
 from torch import nn
 
-__all__ = ['FeatureMatchingLoss']
+__all__ = ['FeatureMatchingLoss', 'CodeCrossEntropyLoss']
 
 
 @LOSS_REGISTRY.register()
@@ -41,3 +41,20 @@ class FeatureMatchingLoss(nn.Module):
         if lq_feat is not None and self.lq_weight:
             l_lq = self.loss_weight * self.lq_weight * F.mse_loss(lq_feat, target)
         return l_match, l_lq
+
+
+@LOSS_REGISTRY.register()
+class CodeCrossEntropyLoss(nn.Module):
+    """Cross-entropy between predicted code logits and ground-truth code indices (CodeFormer's index loss).
+
+    Args:
+        loss_weight (float): Default: 1.0 (CodeFormer uses 0.5).
+    """
+
+    def __init__(self, loss_weight=1.0):
+        super().__init__()
+        self.loss_weight = loss_weight
+
+    def forward(self, logits, target_indices):
+        """logits (B, N, M), target indices (B, N) or (B, H, W) -> scalar."""
+        return self.loss_weight * F.cross_entropy(logits.reshape(-1, logits.shape[-1]), target_indices.reshape(-1))

@@ -110,6 +110,13 @@ def _check_type(registry, what, key, spec):
         raise OptionError(f'{key}: unknown {what} {name!r}{hint}')
 
 
+def _check_file_keys(where, spec):
+    """Keys ending in ``_path`` (``model_path``, ``vqgan_path``, ``backbone_path``) name files that must exist."""
+    for key, value in spec.items():
+        if key.endswith('_path') and isinstance(value, str) and not osp.isfile(osp.expanduser(value)):
+            raise OptionError(f'{where}.{key}: file not found: {value}')
+
+
 def check_options(opt, is_train, resuming=False):
     """Validate resolved options before BasicSR builds anything.
 
@@ -142,6 +149,7 @@ def check_options(opt, is_train, resuming=False):
     for key, spec in opt.items():
         if key.startswith('network_'):
             _check_type(ARCH_REGISTRY, 'arch', f'{key}.type', spec)
+            _check_file_keys(key, spec)
 
     if not isinstance(opt['datasets'], dict) or not opt['datasets']:
         raise OptionError('datasets: expected a mapping of phases (train, val, test_1, ...)')
@@ -163,6 +171,7 @@ def check_options(opt, is_train, resuming=False):
         for key, spec in opt['train'].items():
             if key.endswith('_opt') and isinstance(spec, dict) and 'type' in spec:
                 _check_type(LOSS_REGISTRY, 'loss', f'train.{key}.type', spec)
+                _check_file_keys(f'train.{key}', spec)
     val = opt.get('val')
     if isinstance(val, dict) and isinstance(val.get('metrics'), dict):
         for name, spec in val['metrics'].items():

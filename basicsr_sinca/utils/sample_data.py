@@ -9,7 +9,7 @@ from os import path as osp
 import cv2
 import numpy as np
 
-__all__ = ['COLOR_PHOTOS', 'load_photo', 'random_crops', 'write_sr_pairs']
+__all__ = ['COLOR_PHOTOS', 'load_photo', 'random_crops', 'write_sr_pairs', 'face_images', 'write_face_images']
 
 # colour photographs bundled with scikit-image (>= 0.19) that load without pooch
 COLOR_PHOTOS = ('astronaut', 'chelsea', 'coffee', 'rocket', 'hubble_deep_field', 'immunohistochemistry', 'retina',
@@ -56,3 +56,32 @@ def write_sr_pairs(root, names=COLOR_PHOTOS[:3], num_per_image=2, gt_size=64, sc
             cv2.imwrite(osp.join(root, 'lq', fname), lq)
             written.append(fname)
     return written
+
+
+def face_images(size=64, num=8, seed=0):
+    """``num`` real face images (BGR uint8, ``size`` x ``size``): jittered crops of scikit-image's astronaut
+    portrait, then gray LFW faces from ``skimage.data.lfw_subset`` (upscaled)."""
+    import skimage.data
+    rng = np.random.default_rng(seed)
+    astronaut = load_photo('astronaut')
+    faces = []
+    n_astro = min(num, max(1, num // 2))
+    for _ in range(n_astro):  # the face spans roughly rows 30-230, columns 150-330
+        side = int(rng.integers(190, 240))
+        top, left = int(rng.integers(10, 40)), int(rng.integers(130, 170))
+        faces.append(cv2.resize(astronaut[top:top + side, left:left + side], (size, size), interpolation=cv2.INTER_AREA))
+    lfw = skimage.data.lfw_subset()
+    for i in range(num - n_astro):
+        gray = (np.clip(lfw[i], 0, 1) * 255).astype(np.uint8)
+        faces.append(cv2.resize(np.repeat(gray[..., None], 3, axis=2), (size, size), interpolation=cv2.INTER_CUBIC))
+    return faces
+
+
+def write_face_images(root, size=64, num=8, seed=0):
+    """Write :func:`face_images` as PNGs into ``root``; returns the paths."""
+    os.makedirs(root, exist_ok=True)
+    paths = []
+    for i, img in enumerate(face_images(size, num, seed)):
+        paths.append(osp.join(root, f'face_{i:03d}.png'))
+        cv2.imwrite(paths[-1], img)
+    return paths

@@ -1,0 +1,282 @@
+"""CodeFormer restoration stages with any bottleneck (stage 2: code prediction, stage 3: fidelity fusion).
+
+Images are in [-1, 1] (CodeFormer's normalisation). Targets come from a frozen copy of the HQ prior
+(VQGAN encoder + codebook) applied to the ground truth; its weights are read from
+``network_vqgan.model_path``, ``path.pretrain_network_vqgan`` or ``network_g.vqgan_path``.
+"""
+from collections import OrderedDict
+from copy import deepcopy
+
+import torch
+from basicsr.archs import build_network
+from basicsr.losses import build_loss
+from basicsr.models.sr_model import SRModel
+from basicsr.utils import get_root_logger
+from basicsr.utils.registry import MODEL_REGISTRY
+
+from basicsr_sinca.archs.bottleneck_arch import TransformerBottleneck, lookup_codes, nearest_code_indices
+from basicsr_sinca.archs.codeformer_arch import load_official_weights
+
+__all__ = ['CodeFormerStage2Model', 'CodeFormerStage3Model', 'parse_fidelity_schedule']
+
+# CodeFormer stage 3 (until_iter, w, full_pass_every): full passes on the small degradation train the fusion
+# layers with image losses; the other iterations are code-only passes on the large degradation.
+OFFICIAL_FIDELITY_SCHEDULE = [[40000, 1.0, 1], [80000, 1.3, 1], [120000, 0.0, 0], [None, 1.3, 15]]
+
+
+def parse_fidelity_schedule(schedule):
+    """Validate ``train.fidelity_schedule`` (a list of ``[until_iter | ~, w, full_pass_every]``)."""
+    rows = []
+    for i, row in enumerate(schedule):
+        ok = isinstance(row, (list, tuple)) and len(row) == 3 and (row[0] is None or isinstance(row[0], int))
+        ok = ok and isinstance(row[1], (int, float)) and row[1] >= 0 and isinstance(row[2], int) and row[2] >= 0
+        if not ok:
+            raise ValueError(f'train.fidelity_schedule[{i}]: expected [until_iter or ~, w >= 0, full_pass_every >= 0], '
+                             f'got {row!r}')
+        if row[2] > 0 and row[1] == 0:
+            raise ValueError(f'train.fidelity_schedule[{i}]: full passes with w = 0 leave the fusion layers unused '
+                             f'(CodeFormer issues #251/#297); use full_pass_every 0 there, got {row!r}')
+        rows.append((row[0], float(row[1]), row[2]))
+    if not rows or rows[-1][0] is not None:
+        raise ValueError('train.fidelity_schedule: the last entry must have until_iter ~ (open end)')
+    return rows
+
+
+class CodeFormerBaseModel(SRModel):
+    """Shared by both stages: frozen HQ teacher, code-level losses, [-1, 1] visuals, EMA evaluation."""
+
+    default_val_w = 0.0
+
+    def init_training_settings(self):
+        self.net_g.train()
+        train_opt = self.opt['train']
+        logger = get_root_logger()
+        self.ema_decay = train_opt.get('ema_decay', 0)
+        if self.ema_decay > 0:
+            logger.info(f'Use Exponential Moving Average with decay: {self.ema_decay}')
+            self.net_g_ema = build_network(self.opt['network_g']).to(self.device)
+            load_path = self.opt['path'].get('pretrain_network_g')
+            if load_path is not None:
+                self.load_network(self.net_g_ema, load_path, self.opt['path'].get('strict_load_g', True), 'params_ema')
+            else:
+                self.model_ema(0)
+            self.net_g_ema.eval()
+        self.build_teacher()
+        self.cri_feat = build_loss(train_opt.get('feat_opt') or {'type': 'FeatureMatchingLoss'}).to(self.device)
+        ce_opt = train_opt.get('ce_opt')
+        self.cri_ce = build_loss(ce_opt).to(self.device) if ce_opt else None
+
+    def build_teacher(self):
+        """Frozen HQ prior (encoder + codebook) giving the targets z_hat and the ground-truth code indices."""
+        bare = self.get_bare_model(self.net_g)
+        vq_opt = deepcopy(self.opt.get('network_vqgan') or dict(type='VQAutoEncoder', **bare.vqgan_config))
+        path = (vq_opt.pop('model_path', None) or self.opt['path'].get('pretrain_network_vqgan')
+                or self.opt['network_g'].get('vqgan_path'))
+        if path is None:
+            raise ValueError('the targets need the stage-1 HQ prior: set network_vqgan.model_path, '
+                             'path.pretrain_network_vqgan or network_g.vqgan_path '
+                             '(e.g. experiments/pretrained_models/vqgan/vqgan_code1024.pth)')
+        teacher = build_network(vq_opt)
+        load_official_weights(teacher, path, self.opt['path'].get('param_key_vqgan', 'params_ema'), 'HQ prior')
+        del teacher.generator  # only encoder and codebook are needed
+        for p in teacher.parameters():
+            p.requires_grad = False
+        self.teacher = teacher.to(self.device).eval()
+        get_root_logger().info(f'Stage targets from the frozen HQ prior {path}')
+
+    @torch.no_grad()
+    def teacher_targets(self, gt):
+        """z_hat (B, C, h, w) = nearest codebook rows of the HQ encoder on ``gt``, and their indices (B, h, w)."""
+        z = self.teacher.encoder(gt)
+        codebook = self.teacher.quantize.embedding.weight
+        indices, _ = nearest_code_indices(z, codebook)
+        return lookup_codes(indices, codebook), indices
+
+    def code_losses(self, aux, z_hat, idx_gt, loss_dict):
+        """Feature matching (Eq. 6; the transformer term only for feature bottlenecks), encoder feature term,
+        and cross-entropy for bottlenecks that predict indices. Adds to ``loss_dict``; returns the sum."""
+        bottleneck = self.get_bare_model(self.net_g).bottleneck
+        feat = aux['feat'] if isinstance(bottleneck, TransformerBottleneck) else None
+        l_match, l_lq = self.cri_feat(feat, aux['lq_feat'], z_hat)
+        total = 0
+        if l_match is not None:
+            loss_dict['l_feat_match'] = l_match
+            total = total + l_match
+        if l_lq is not None:
+            loss_dict['l_feat_lq'] = l_lq
+            total = total + l_lq
+        if 'logits' in aux:
+            if self.cri_ce is not None:
+                loss_dict['l_ce'] = self.cri_ce(aux['logits'], idx_gt)
+                total = total + loss_dict['l_ce']
+            loss_dict['code_acc'] = (aux['logits'].detach().argmax(-1) == idx_gt.flatten(1)).float().mean()
+        return total
+
+    def feed_data(self, data):
+        self.lq = (data['lq'] if 'lq' in data else data['in']).to(self.device)
+        large = data.get('lq_large', data.get('in_large_de'))
+        self.lq_large = large.to(self.device) if large is not None else None
+        if 'gt' in data:
+            self.gt = data['gt'].to(self.device)
+
+    def test(self):
+        val_opt = self.opt.get('val') or {}
+        w = val_opt.get('fidelity_weight', self.default_val_w)
+        adain = val_opt.get('adain', False)
+        net = self.net_g_ema if hasattr(self, 'net_g_ema') else self.net_g
+        was_training = net.training
+        net.eval()
+        with torch.no_grad():
+            self.output = net(self.lq, w=w, adain=adain)[0]
+        net.train(was_training)
+
+    def get_current_visuals(self):
+        """Images in [0, 1] (BasicSR's validation clamps to [0, 1]): CodeFormer's outputs are in [-1, 1]."""
+        out = OrderedDict(lq=(self.lq.detach().cpu() + 1) / 2, result=(self.output.detach().cpu() + 1) / 2)
+        if hasattr(self, 'gt'):
+            out['gt'] = (self.gt.detach().cpu() + 1) / 2
+        return out
+
+
+@MODEL_REGISTRY.register()
+class CodeFormerStage2Model(CodeFormerBaseModel):
+    """Stage 2: learn the bottleneck (and fine-tune the encoder) on LQ faces; codebook and generator frozen.
+
+    SinCA/SA/CA bottlenecks train with the feature-matching loss (``train.feat_opt``, Eq. 6); ``index`` and
+    ``sinca_index`` with cross-entropy (``train.ce_opt``, CodeFormer: weight 0.5) plus the encoder term of
+    ``feat_opt`` (CodeFormer's feature loss, weight 1). The fusion layers are unused at w = 0 and frozen here.
+    """
+
+    def init_training_settings(self):
+        bare = self.get_bare_model(self.net_g)
+        for p in bare.fuse_convs_dict.parameters():
+            p.requires_grad = False
+        super().init_training_settings()
+        self.setup_optimizers()
+        self.setup_schedulers()
+
+    def optimize_parameters(self, current_iter):
+        self.optimizer_g.zero_grad()
+        aux = self.net_g(self.lq, code_only=True, return_aux=True)
+        z_hat, idx_gt = self.teacher_targets(self.gt)
+        loss_dict = OrderedDict()
+        l_total = self.code_losses(aux, z_hat, idx_gt, loss_dict)
+        l_total.backward()
+        self.optimizer_g.step()
+        self.log_dict = self.reduce_loss_dict(loss_dict)
+        if self.ema_decay > 0:
+            self.model_ema(decay=self.ema_decay)
+
+
+@MODEL_REGISTRY.register()
+class CodeFormerStage3Model(CodeFormerBaseModel):
+    """Stage 3: controllable feature transformation with CodeFormer's fidelity-weight schedule.
+
+    Full passes (small degradation ``lq``, weight ``w``) add L1 (``pixel_opt``), LPIPS (``perceptual_opt``)
+    and hinge GAN (``gan_opt``, after ``net_d_start_iter``) with the adaptive weight
+    ``clamp(|grad rec| / (|grad gan| + 1e-4), 0, 1) · scale_adaptive_gan_weight`` taken at the last conv of
+    the highest-resolution fusion layer; code-only passes (large degradation ``lq_large``) keep the stage-2
+    code losses. The discriminator (CodeFormer's ``VQGANDiscriminator``) is updated on full passes.
+    """
+
+    default_val_w = 0.5
+
+    def init_training_settings(self):
+        super().init_training_settings()
+        train_opt = self.opt['train']
+        self.net_d = self.model_to_device(build_network(self.opt['network_d']))
+        self.print_network(self.net_d)
+        load_path = self.opt['path'].get('pretrain_network_d')
+        if load_path is not None:
+            self.load_network(self.net_d, load_path, self.opt['path'].get('strict_load_d', True),
+                              self.opt['path'].get('param_key_d', 'params'))
+        self.net_d.train()
+        self.cri_pix = build_loss(train_opt['pixel_opt']).to(self.device) if train_opt.get('pixel_opt') else None
+        self.cri_perceptual = (build_loss(train_opt['perceptual_opt']).to(self.device)
+                               if train_opt.get('perceptual_opt') else None)
+        self.cri_gan = build_loss(train_opt['gan_opt']).to(self.device) if train_opt.get('gan_opt') else None
+        self.net_d_start_iter = train_opt.get('net_d_start_iter', 5001)
+        self.scale_adaptive_gan_weight = train_opt.get('scale_adaptive_gan_weight', 0.1)
+        self.fidelity_schedule = parse_fidelity_schedule(train_opt.get('fidelity_schedule', OFFICIAL_FIDELITY_SCHEDULE))
+        self.setup_optimizers()
+        self.setup_schedulers()
+
+    def setup_optimizers(self):
+        train_opt = self.opt['train']
+        params_g = [p for p in self.net_g.parameters() if p.requires_grad]
+        opt_g = dict(train_opt['optim_g'])
+        self.optimizer_g = self.get_optimizer(opt_g.pop('type'), params_g, **opt_g)
+        opt_d = dict(train_opt['optim_d'])
+        self.optimizer_d = self.get_optimizer(opt_d.pop('type'), self.net_d.parameters(), **opt_d)
+        self.optimizers = [self.optimizer_g, self.optimizer_d]
+
+    def fidelity_step(self, current_iter):
+        """(w, full pass?) for this iteration."""
+        for until, w, every in self.fidelity_schedule:
+            if until is None or current_iter <= until:
+                return w, every > 0 and current_iter % every == 0
+        raise AssertionError('unreachable: the schedule ends open')
+
+    def adaptive_gan_weight(self, recon_loss, gan_loss):
+        bare = self.get_bare_model(self.net_g)
+        last = bare.fuse_convs_dict[max(bare.connect_list, key=int)].shift[-1].weight
+        rec_grad = torch.autograd.grad(recon_loss, last, retain_graph=True)[0]
+        gan_grad = torch.autograd.grad(gan_loss, last, retain_graph=True)[0]
+        weight = rec_grad.norm() / (gan_grad.norm() + 1e-4)
+        return weight.clamp(0.0, 1.0).detach() * self.scale_adaptive_gan_weight
+
+    def optimize_parameters(self, current_iter):
+        w, full = self.fidelity_step(current_iter)
+        for p in self.net_d.parameters():
+            p.requires_grad = False
+        self.optimizer_g.zero_grad()
+        z_hat, idx_gt = self.teacher_targets(self.gt)
+        loss_dict = OrderedDict()
+        if full:
+            self.output, aux = self.net_g(self.lq, w=w, return_aux=True)
+        else:
+            aux = self.net_g(self.lq_large if self.lq_large is not None else self.lq, code_only=True, return_aux=True)
+        l_total = self.code_losses(aux, z_hat, idx_gt, loss_dict)
+        loss_dict['w'] = torch.tensor(w, device=self.device)
+
+        use_gan = full and self.cri_gan is not None and current_iter > self.net_d_start_iter
+        if full:
+            recon = 0
+            if self.cri_pix is not None:
+                loss_dict['l_g_pix'] = self.cri_pix(self.output, self.gt)
+                recon = recon + loss_dict['l_g_pix']
+            if self.cri_perceptual is not None:
+                loss_dict['l_g_percep'] = self.cri_perceptual(self.output, self.gt)
+                recon = recon + loss_dict['l_g_percep']
+            l_total = l_total + recon
+            if use_gan:
+                l_g_gan = self.cri_gan(self.net_d(self.output), True, is_disc=False)
+                d_weight = self.adaptive_gan_weight(recon, l_g_gan) if torch.is_tensor(recon) else 1.0
+                loss_dict['l_g_gan'] = d_weight * l_g_gan
+                loss_dict['d_weight'] = torch.as_tensor(d_weight, device=self.device)
+                l_total = l_total + loss_dict['l_g_gan']
+        l_total.backward()
+        self.optimizer_g.step()
+        if self.ema_decay > 0:
+            self.model_ema(decay=self.ema_decay)
+
+        if use_gan:
+            for p in self.net_d.parameters():
+                p.requires_grad = True
+            self.optimizer_d.zero_grad()
+            real_pred = self.net_d(self.gt)
+            fake_pred = self.net_d(self.output.detach())
+            l_d_real = self.cri_gan(real_pred, True, is_disc=True)
+            l_d_fake = self.cri_gan(fake_pred, False, is_disc=True)
+            (l_d_real + l_d_fake).backward()
+            self.optimizer_d.step()
+            loss_dict['l_d_real'], loss_dict['l_d_fake'] = l_d_real, l_d_fake
+            loss_dict['out_d_real'], loss_dict['out_d_fake'] = real_pred.detach().mean(), fake_pred.detach().mean()
+        self.log_dict = self.reduce_loss_dict(loss_dict)
+
+    def save(self, epoch, current_iter):
+        nets = [self.net_g, self.net_g_ema] if hasattr(self, 'net_g_ema') else self.net_g
+        keys = ['params', 'params_ema'] if hasattr(self, 'net_g_ema') else 'params'
+        self.save_network(nets, 'net_g', current_iter, param_key=keys)
+        self.save_network(self.net_d, 'net_d', current_iter)
+        self.save_training_state(epoch, current_iter)
