@@ -97,3 +97,24 @@ LOSS_LINE = re.compile(r'iter:\s*([\d,]+),.*?l_pix: ([-\d.e+]+)')
 def logged_losses(log_text):
     """{iteration: l_pix string} from BasicSR's message logger lines."""
     return {int(m.group(1).replace(',', '')): m.group(2) for m in LOSS_LINE.finditer(log_text)}
+
+
+TINY_VQGAN = dict(img_size=64, nf=32, ch_mult=[1, 2, 2, 4], res_blocks=1, attn_resolutions=[8], codebook_size=64,
+                  emb_dim=32)
+
+
+def make_tiny_codeformer_workdir(root, num_faces=6, seed=0):
+    """The files options/_base_/codeformer/tiny.yml expects, under ``root``: real face crops and a random tiny
+    VQGAN prior (codebook ~ N(0, 1) so that targets are not degenerate). Returns the prior's path."""
+    import torch
+
+    from basicsr_sinca.archs.codeformer_arch import VQAutoEncoder
+    from basicsr_sinca.utils.sample_data import write_face_images
+    write_face_images(os.path.join(root, 'datasets', 'tiny_faces'), 64, num_faces, seed)
+    torch.manual_seed(seed)
+    prior = VQAutoEncoder(**TINY_VQGAN)
+    torch.nn.init.normal_(prior.quantize.embedding.weight)
+    path = os.path.join(root, 'experiments', 'pretrained_models', 'tiny', 'vqgan_tiny.pth')
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    torch.save({'params_ema': prior.state_dict()}, path)
+    return path

@@ -7,11 +7,12 @@ from helpers import sub_env
 
 # every name basicsr_sinca registers, per BasicSR registry (plus our bottleneck registry)
 EXPECTED = {
-    'arch': {'SinCATransformer', 'SinCAIndexTransformer'},
-    'model': set(),
-    'loss': {'FeatureMatchingLoss'},
-    'dataset': set(),
-    'metric': set(),
+    'arch': {'SinCATransformer', 'SinCAIndexTransformer', 'VQAutoEncoder', 'VQGANDiscriminator', 'SinCACodeFormer',
+             'CodeFormer'},
+    'model': {'CodeFormerStage2Model', 'CodeFormerStage3Model'},
+    'loss': {'FeatureMatchingLoss', 'CodeCrossEntropyLoss', 'LPIPSLoss'},
+    'dataset': {'FFHQBlindDataset', 'FFHQBlindJointDataset'},
+    'metric': {'calculate_lpips'},
 }
 
 _PROBE = r'''
@@ -45,7 +46,7 @@ def test_registration_adds_only_our_names():
     assert report['arch']['basicsr_count'] >= 23 and report['model']['basicsr_count'] >= 13
 
 
-EXPECTED_BOTTLENECKS = {'nearest', 'sinca', 'sa', 'ca', 'sinca_index'}
+EXPECTED_BOTTLENECKS = {'nearest', 'sinca', 'sa', 'ca', 'sinca_index', 'index'}
 
 
 def test_bottleneck_registry():

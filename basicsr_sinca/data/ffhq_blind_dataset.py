@@ -13,14 +13,27 @@ import numpy as np
 import torch
 import torchvision.transforms.functional as TF
 from basicsr.data.data_util import paths_from_folder, paths_from_lmdb
-from basicsr.data.degradations import add_jpg_compression, bivariate_Gaussian
+from basicsr.data.degradations import bivariate_Gaussian
 from basicsr.utils import FileClient, imfrombytes, img2tensor
 from basicsr.utils.registry import DATASET_REGISTRY
 from torch.utils import data
 
-__all__ = ['FFHQBlindDataset', 'FFHQBlindJointDataset', 'BlindDegradation']
+__all__ = ['FFHQBlindDataset', 'FFHQBlindJointDataset', 'BlindDegradation', 'jpeg_compress']
 
 IMG_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff', '.webp')
+
+
+def jpeg_compress(img, quality):
+    """JPEG round trip of an HWC float32 [0, 1] image at ``quality``.
+
+    ``basicsr.data.degradations.add_jpg_compression`` hands OpenCV a float image, which OpenCV 5 converts
+    with a warning on every call; encoding the 8-bit image ourselves is the same operation, silently.
+    """
+    img8 = (np.clip(img, 0, 1) * 255.0).round().astype(np.uint8)
+    ok, buf = cv2.imencode('.jpg', img8, [int(cv2.IMWRITE_JPEG_QUALITY), int(quality)])
+    if not ok:
+        raise RuntimeError('JPEG encoding failed')
+    return cv2.imdecode(buf, cv2.IMREAD_UNCHANGED).astype(np.float32) / 255.0
 
 
 def _check_range(name, value, low, high, what):
@@ -95,7 +108,7 @@ class BlindDegradation:
         if params['noise'] > 0:
             lq = lq + rng.standard_normal(lq.shape).astype(np.float32) * (params['noise'] / 255.0)
         lq = np.clip(lq, 0, 1)
-        lq = add_jpg_compression(lq, params['jpeg'])
+        lq = jpeg_compress(lq, params['jpeg'])
         return cv2.resize(lq, (out_size, out_size), interpolation=cv2.INTER_LINEAR)
 
 
@@ -187,9 +200,10 @@ class FFHQBlindDataset(data.Dataset):
             self.file_client = FileClient(opt.pop('type', 'disk'), **opt)
         path = self.paths[index]
         img_bytes = self.file_client.get(path, 'gt')
-        img = imfrombytes(img_bytes, float32=True) if img_bytes else None
+        img = imfrombytes(img_bytes, float32=False) if img_bytes else None  # uint8 first: None if undecodable
         if img is None:
             raise ValueError(f'{self.where}: cannot decode image {path}')
+        img = img.astype(np.float32) / 255.0
         if img.ndim == 2:
             img = np.repeat(img[..., None], 3, axis=2)
         img = img[..., :3]

@@ -10,12 +10,12 @@ from copy import deepcopy
 import torch
 from basicsr.archs import build_network
 from basicsr.losses import build_loss
-from basicsr.models.sr_model import SRModel
 from basicsr.utils import get_root_logger
 from basicsr.utils.registry import MODEL_REGISTRY
 
 from basicsr_sinca.archs.bottleneck_arch import TransformerBottleneck, lookup_codes, nearest_code_indices
 from basicsr_sinca.archs.codeformer_arch import load_official_weights
+from basicsr_sinca.models.base import SinCABaseModel
 
 __all__ = ['CodeFormerStage2Model', 'CodeFormerStage3Model', 'parse_fidelity_schedule']
 
@@ -42,7 +42,7 @@ def parse_fidelity_schedule(schedule):
     return rows
 
 
-class CodeFormerBaseModel(SRModel):
+class CodeFormerBaseModel(SinCABaseModel):
     """Shared by both stages: frozen HQ teacher, code-level losses, [-1, 1] visuals, EMA evaluation."""
 
     default_val_w = 0.0
@@ -50,17 +50,7 @@ class CodeFormerBaseModel(SRModel):
     def init_training_settings(self):
         self.net_g.train()
         train_opt = self.opt['train']
-        logger = get_root_logger()
-        self.ema_decay = train_opt.get('ema_decay', 0)
-        if self.ema_decay > 0:
-            logger.info(f'Use Exponential Moving Average with decay: {self.ema_decay}')
-            self.net_g_ema = build_network(self.opt['network_g']).to(self.device)
-            load_path = self.opt['path'].get('pretrain_network_g')
-            if load_path is not None:
-                self.load_network(self.net_g_ema, load_path, self.opt['path'].get('strict_load_g', True), 'params_ema')
-            else:
-                self.model_ema(0)
-            self.net_g_ema.eval()
+        self.setup_ema()
         self.build_teacher()
         self.cri_feat = build_loss(train_opt.get('feat_opt') or {'type': 'FeatureMatchingLoss'}).to(self.device)
         ce_opt = train_opt.get('ce_opt')

@@ -1,7 +1,8 @@
 """Option files: ``_base_`` inheritance, ``--force_yml`` overrides and up-front validation.
 
 BasicSR reads one plain YAML file. Our entry points first resolve ``_base_: [...]`` with mmengine's
-``Config`` (child keys override base keys, ``_delete_: true`` replaces a subtree), apply
+``Config`` (child keys override base keys, ``_delete_: true`` replaces a subtree, ``datasets.<phase>: ~``
+drops an inherited dataset), apply
 ``--force_yml key:sub=value`` overrides, and check the result against BasicSR's registries so that a typo
 fails in one line naming the key, before any experiment folder is created.
 """
@@ -63,6 +64,8 @@ def load_options(opt_path):
         raise OptionError(f'{opt_path}: invalid YAML{where}: {problem}') from None
     opt = _plain(cfg.to_dict())
     opt.pop('_base_', None)
+    if isinstance(opt.get('datasets'), dict):  # `phase: ~` in a child drops a phase inherited from a base
+        opt['datasets'] = {k: v for k, v in opt['datasets'].items() if v is not None}
     if not opt:
         raise OptionError(f'{opt_path}: the file holds no options')
     return opt

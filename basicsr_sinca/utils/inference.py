@@ -1,0 +1,88 @@
+"""Shared pieces of the inference scripts: input listing, robust image reading, network loading."""
+import os
+from os import path as osp
+
+import cv2
+import numpy as np
+import torch
+
+__all__ = ['list_inputs', 'read_image', 'is_gray', 'build_net_from_options', 'img2input', 'output2img']
+
+IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff', '.webp')
+
+
+def list_inputs(path):
+    """Files to process: ``path`` itself, or every file directly inside the folder ``path`` (sorted).
+
+    Non-image files are returned too; :func:`read_image` rejects them by name, so nothing is silently ignored
+    (hidden files are skipped).
+
+    Raises:
+        FileNotFoundError: ``path`` does not exist.
+    """
+    if osp.isfile(path):
+        return [path]
+    if not osp.isdir(path):
+        raise FileNotFoundError(f'input not found: {path}')
+    return sorted(osp.join(path, f) for f in os.listdir(path) if not f.startswith('.') and osp.isfile(osp.join(path, f)))
+
+
+def read_image(path):
+    """Read an image as HWC BGR uint8.
+
+    Gray images are expanded to 3 channels, an alpha channel is composited on white, 16-bit images are
+    scaled to 8 bits.
+
+    Raises:
+        ValueError: empty or unreadable file, or not an image; the message names the file.
+    """
+    if osp.getsize(path) == 0:
+        raise ValueError(f'{path}: empty file')
+    img = cv2.imread(path, cv2.IMREAD_UNCHANGED)
+    if img is None:
+        raise ValueError(f'{path}: not a readable image')
+    if img.dtype == np.uint16:
+        img = (img.astype(np.float32) / 257.0).round().astype(np.uint8)
+    elif img.dtype != np.uint8:
+        img = np.clip(img.astype(np.float32) * (255.0 if img.max() <= 1.0 else 1.0), 0, 255).round().astype(np.uint8)
+    if img.ndim == 2:
+        img = cv2.cvtColor(img, cv2.COLOR_GRAY2BGR)
+    elif img.shape[2] == 4:
+        alpha = img[..., 3:4].astype(np.float32) / 255.0
+        img = (img[..., :3].astype(np.float32) * alpha + 255.0 * (1 - alpha)).round().astype(np.uint8)
+    elif img.shape[2] == 1:
+        img = cv2.cvtColor(img[..., 0], cv2.COLOR_GRAY2BGR)
+    return np.ascontiguousarray(img)
+
+
+def is_gray(img, threshold=10):
+    """True if every pixel's channels differ by less than ``threshold`` (a gray photo saved as colour)."""
+    img = img.astype(np.int16)
+    return bool(np.abs(img[..., 0] - img[..., 1]).max() < threshold
+                and np.abs(img[..., 1] - img[..., 2]).max() < threshold)
+
+
+def img2input(img, device, normalize=True):
+    """HWC BGR uint8 -> (1, 3, H, W) RGB float tensor in [-1, 1] (``normalize``) or [0, 1]."""
+    t = torch.from_numpy(np.ascontiguousarray(img[..., ::-1].transpose(2, 0, 1))).float().div(255.0)[None]
+    return (t * 2 - 1 if normalize else t).to(device)
+
+
+def output2img(tensor, min_max=(-1, 1)):
+    """(1, 3, H, W) RGB tensor in ``min_max`` -> HWC BGR uint8 (clamped)."""
+    t = tensor.detach().float().cpu()[0].clamp(*min_max)
+    t = (t - min_max[0]) / (min_max[1] - min_max[0])
+    return np.ascontiguousarray((t.numpy().transpose(1, 2, 0)[..., ::-1] * 255.0).round().astype(np.uint8))
+
+
+def build_net_from_options(opt_path, drop_keys=('vqgan_path', 'model_path')):
+    """Build ``network_g`` of an option file (``_base_`` resolved), without loading the weights it names."""
+    from basicsr.archs import build_network
+
+    import basicsr_sinca  # noqa: F401  (registers the archs)
+    from basicsr_sinca.utils.options import OptionError, load_options
+    opt = load_options(opt_path)
+    if not isinstance(opt.get('network_g'), dict):
+        raise OptionError(f'{opt_path}: no network_g section')
+    net_opt = {k: v for k, v in opt['network_g'].items() if k not in drop_keys}
+    return build_network(net_opt)

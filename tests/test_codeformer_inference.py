@@ -1,0 +1,110 @@
+"""Face restoration script: aligned folders of real photos, bad files, whole-image mode."""
+import os
+import sys
+from os import path as osp
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from helpers import REPO
+
+sys.path.insert(0, osp.join(REPO, 'scripts'))
+import inference_codeformer  # noqa: E402
+
+from basicsr_sinca.utils.inference import build_net_from_options  # noqa: E402
+from basicsr_sinca.utils.sample_data import load_photo  # noqa: E402
+
+TINY_OPT = osp.join(REPO, 'options', 'train', 'codeformer', 'tiny', 'stage2_sinca.yml')
+
+
+@pytest.fixture(scope='module')
+def tiny_ckpt(tmp_path_factory):
+    root = tmp_path_factory.mktemp('cf_infer')
+    torch.manual_seed(0)
+    net = build_net_from_options(TINY_OPT)
+    path = root / 'net_g.pth'
+    torch.save({'params_ema': net.state_dict(), 'params': net.state_dict()}, path)
+    return str(path)
+
+
+def _inputs(folder):
+    os.makedirs(folder, exist_ok=True)
+    astro = load_photo('astronaut')
+    face = astro[20:240, 140:360]  # a real face, not square-resized yet
+    cv2.imwrite(osp.join(folder, 'astronaut_face.png'), face)
+    cv2.imwrite(osp.join(folder, 'gray_face.jpg'), cv2.cvtColor(face, cv2.COLOR_BGR2GRAY))
+    cv2.imwrite(osp.join(folder, 'rgba_face.png'), np.dstack([face, np.full(face.shape[:2], 200, np.uint8)]))
+    cv2.imwrite(osp.join(folder, 'deep_face.png'), face.astype(np.uint16) * 257)
+    open(osp.join(folder, 'empty.png'), 'wb').close()
+    with open(osp.join(folder, 'truncated.png'), 'wb') as f:
+        f.write(open(osp.join(folder, 'astronaut_face.png'), 'rb').read()[:200])
+    with open(osp.join(folder, 'readme.txt'), 'w') as f:
+        f.write('not an image')
+
+
+def test_aligned_folder(tmp_path, tiny_ckpt, capsys):
+    _inputs(tmp_path / 'in')
+    out = tmp_path / 'out'
+    rc = inference_codeformer.main(['-i', str(tmp_path / 'in'), '-o', str(out), '--has_aligned', '--opt', TINY_OPT,
+                                    '--model_path', tiny_ckpt, '-w', '0.7'])
+    assert rc == 0
+    written = sorted(os.listdir(out / 'restored_faces'))
+    assert written == ['astronaut_face.png', 'deep_face.png', 'gray_face.png', 'rgba_face.png']
+    for name in written:
+        img = cv2.imread(str(out / 'restored_faces' / name), cv2.IMREAD_UNCHANGED)
+        assert img.shape == (64, 64, 3) and img.dtype == np.uint8
+    gray = cv2.imread(str(out / 'restored_faces' / 'gray_face.png'))
+    assert np.array_equal(gray[..., 0], gray[..., 1]) and np.array_equal(gray[..., 1], gray[..., 2])
+    printed = capsys.readouterr().out
+    for bad in ('empty.png: empty file', 'truncated.png: not a readable image', 'readme.txt: not a readable image'):
+        assert bad in printed
+    assert '4 image(s) restored' in printed and '3 skipped' in printed
+    assert not [f for f in os.listdir(out / 'restored_faces') if f.startswith('.')]  # no temp files
+
+
+def test_errors(tmp_path, tiny_ckpt, capsys):
+    assert inference_codeformer.main(['-i', str(tmp_path / 'nothere'), '--model_path', tiny_ckpt, '--opt', TINY_OPT,
+                                      '--has_aligned']) == 2
+    assert 'input not found' in capsys.readouterr().err
+    _inputs(tmp_path / 'in')
+    assert inference_codeformer.main(['-i', str(tmp_path / 'in'), '--model_path', tiny_ckpt, '--has_aligned']) == 2
+    assert 'does not match CodeFormer' in capsys.readouterr().err  # the tiny checkpoint is not the official net
+    assert inference_codeformer.main(['-i', str(tmp_path / 'in'), '--model_path', tiny_ckpt, '--opt', TINY_OPT,
+                                      '--face_model_dir', str(tmp_path / 'fx')]) == 2
+    err = capsys.readouterr().err
+    assert 'detection_Resnet50_Final.pth, parsing_parsenet.pth' in err and str(tmp_path / 'fx') in err
+    assert inference_codeformer.main(['-i', str(tmp_path / 'in'), '--model_path', tiny_ckpt, '-w', '2']) == 2
+
+
+def test_whole_image_mode_detect_align_paste(tmp_path, tiny_ckpt, monkeypatch):
+    """facexlib with (random) local weights; the detector is replaced by the astronaut's true landmarks, so the
+    alignment, restoration and paste-back geometry run for real."""
+    from facexlib.detection.retinaface import RetinaFace
+    from facexlib.parsing.parsenet import ParseNet
+    from facexlib.utils.face_restoration_helper import FaceRestoreHelper
+    fx = tmp_path / 'fx'
+    fx.mkdir()
+    torch.save(RetinaFace(network_name='resnet50', half=False, device='cpu').state_dict(),
+               fx / 'detection_Resnet50_Final.pth')
+    torch.save(ParseNet(in_size=512, out_size=512, parsing_ch=19).state_dict(), fx / 'parsing_parsenet.pth')
+    landmarks = np.array([[212., 118.], [263., 121.], [240., 150.], [214., 180.], [257., 182.]])  # eyes, nose, mouth
+
+    def fake_landmarks(self, only_center_face=False, resize=None, eye_dist_threshold=None):
+        self.all_landmarks_5 = [landmarks]
+        return 1
+
+    monkeypatch.setattr(FaceRestoreHelper, 'get_face_landmarks_5', fake_landmarks)
+    (tmp_path / 'in').mkdir()
+    cv2.imwrite(str(tmp_path / 'in' / 'astronaut.png'), load_photo('astronaut'))
+    out = tmp_path / 'out'
+    assert inference_codeformer.main(['-i', str(tmp_path / 'in'), '-o', str(out), '--opt', TINY_OPT,
+                                      '--model_path', tiny_ckpt, '--face_model_dir', str(fx)]) == 0
+    final = cv2.imread(str(out / 'final_results' / 'astronaut.png'))
+    face = cv2.imread(str(out / 'cropped_faces' / 'astronaut_00.png'))
+    assert final.shape == (512, 512, 3) and face.shape == (64, 64, 3)
+    assert (out / 'restored_faces' / 'astronaut_00.png').is_file()
+    original = load_photo('astronaut')
+    changed = np.abs(final.astype(int) - original.astype(int)).sum(axis=2) > 0
+    assert changed[100:200, 200:280].mean() > 0.5  # the face region was replaced
+    assert changed[400:, :100].mean() < 0.05  # the background corner was not

@@ -1,0 +1,99 @@
+"""CodeFormer blind degradation datasets: reproducible, validated ranges, folder / meta-info / LMDB."""
+import numpy as np
+import pytest
+import torch
+
+from basicsr_sinca.data.ffhq_blind_dataset import FFHQBlindDataset, FFHQBlindJointDataset
+from basicsr_sinca.utils.sample_data import write_face_images
+
+
+@pytest.fixture(scope='module')
+def faces(tmp_path_factory):
+    root = tmp_path_factory.mktemp('faces')
+    write_face_images(str(root), 96, 4)
+    return str(root)
+
+
+def _opt(root, **kw):
+    opt = dict(name='faces', phase='train', dataroot_gt=root, io_backend={'type': 'disk'}, gt_size=96, in_size=96,
+               blur_sigma=[1, 4], downsample_range=[2, 6], noise_range=[0, 15], jpeg_range=[40, 90])
+    opt.update(kw)
+    return opt
+
+
+def test_same_seed_same_lq_and_range(faces):
+    a, b = FFHQBlindDataset(_opt(faces, seed=5)), FFHQBlindDataset(_opt(faces, seed=5))
+    item = a[1]
+    assert torch.equal(item['lq'], b[1]['lq']) and torch.equal(item['lq'], a[1]['lq'])
+    assert not torch.equal(item['lq'], FFHQBlindDataset(_opt(faces, seed=6))[1]['lq'])
+    assert not torch.equal(a[0]['lq'], a[1]['lq'])
+    assert item['lq'].shape == item['gt'].shape == (3, 96, 96)
+    assert -1 <= item['lq'].min() and item['lq'].max() <= 1 and -1 <= item['gt'].min() and item['gt'].max() <= 1
+    lq_levels = (item['lq'] * 0.5 + 0.5) * 255
+    assert torch.allclose(lq_levels, lq_levels.round(), atol=1e-4)  # 8-bit levels
+    # degraded: blurred/noisy LQ differs from GT, but is still the same picture
+    diff = (item['lq'] - item['gt']).abs().mean()
+    assert 0.01 < diff < 0.5
+
+
+def test_unseeded_follows_numpy_global_seed(faces):
+    ds = FFHQBlindDataset(_opt(faces))
+    np.random.seed(3)
+    first = ds[0]['lq']
+    np.random.seed(3)
+    assert torch.equal(ds[0]['lq'], first)
+
+
+def test_joint_dataset_has_two_degradations(faces):
+    item = FFHQBlindJointDataset(_opt(faces, seed=1, blur_sigma_large=[5, 8], downsample_range_large=[8, 10]))[0]
+    assert set(item) >= {'lq', 'lq_large', 'gt'}
+    # the large degradation loses more
+    assert (item['lq_large'] - item['gt']).abs().mean() > (item['lq'] - item['gt']).abs().mean()
+
+
+@pytest.mark.parametrize('key, value, msg', [
+    ('blur_sigma', [15, 1], 'blur_sigma: expected [min, max]'),
+    ('downsample_range', [0.5, 4], 'downsample_range: expected [min, max] with 1 <='),
+    ('noise_range', [-1, 5], 'noise_range'),
+    ('jpeg_range', [10, 120], 'jpeg_range'),
+    ('jpeg_range_large', [0, 50], 'jpeg_range_large'),
+    ('blur_kernel_size', 40, 'blur_kernel_size: expected an odd positive integer'),
+    ('kernel_prob', [0.7, 0.7], 'kernel_list/kernel_prob'),
+    ('gray_prob', 1.5, 'gray_prob: expected a probability'),
+])
+def test_bad_ranges_rejected(faces, key, value, msg):
+    with pytest.raises(ValueError, match=r'datasets\.train\(faces\)\.' + msg.replace('[', r'\[').replace(']', r'\]')):
+        FFHQBlindJointDataset(_opt(faces, **{key: value}))
+
+
+def test_color_options_and_gray(faces):
+    item = FFHQBlindDataset(_opt(faces, seed=2, gray_prob=1.0, gt_gray=True, color_jitter_pt_prob=0.0))[0]
+    assert torch.allclose(item['lq'][0], item['lq'][1]) and torch.allclose(item['gt'][0], item['gt'][2], atol=1e-6)
+    jit = FFHQBlindDataset(_opt(faces, seed=2, color_jitter_prob=1.0, color_jitter_pt_prob=1.0))[0]
+    plain = FFHQBlindDataset(_opt(faces, seed=2))[0]
+    assert torch.equal(jit['gt'], plain['gt']) and not torch.equal(jit['lq'], plain['lq'])
+
+
+def test_meta_info_and_lmdb(faces, tmp_path):
+    meta = tmp_path / 'meta.txt'
+    meta.write_text('face_002.png (96,96,3)\nface_000.png (96,96,3)\n')
+    ds = FFHQBlindDataset(_opt(faces, meta_info_file=str(meta), seed=0))
+    assert len(ds) == 2 and ds[0]['gt_path'].endswith('face_002.png')
+
+    from basicsr.utils.lmdb_util import make_lmdb_from_imgs
+    import os
+    names = sorted(os.listdir(faces))
+    lmdb_path = str(tmp_path / 'faces.lmdb')
+    make_lmdb_from_imgs(faces, lmdb_path, names, [n.split('.')[0] for n in names])
+    lm = FFHQBlindDataset(_opt(lmdb_path, io_backend={'type': 'lmdb'}, seed=0))
+    disk = FFHQBlindDataset(_opt(faces, seed=0))
+    assert len(lm) == len(disk) == 4
+    assert torch.equal(lm[3]['gt'], disk[3]['gt']) and torch.equal(lm[3]['lq'], disk[3]['lq'])
+
+
+def test_empty_folder_and_bad_image(tmp_path):
+    with pytest.raises(ValueError, match='dataroot_gt: no images found'):
+        FFHQBlindDataset(_opt(str(tmp_path)))
+    (tmp_path / 'bad.png').write_bytes(b'not a png')
+    with pytest.raises(ValueError, match='cannot decode image .*bad.png'):
+        FFHQBlindDataset(_opt(str(tmp_path)))[0]
