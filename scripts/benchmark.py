@@ -233,7 +233,6 @@ def bench_scaling(cfg, device, repeats, naive_limit_gb):
             else:
                 row['naive_skipped'] = f'needs ~{need_gb:.1f} GB for its attention maps (> --naive_limit_gb)'
         rows.append(row)
-        del x
     return rows
 
 

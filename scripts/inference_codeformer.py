@@ -29,7 +29,8 @@ def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0], epilog=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('-i', '--input', required=True, help='an image or a folder of images')
-    parser.add_argument('-o', '--output', default='results/codeformer', help='output folder (default: results/codeformer)')
+    parser.add_argument('-o', '--output', default='results/codeformer',
+                        help='output folder (default: results/codeformer)')
     parser.add_argument('-w', '--fidelity_weight', type=float, default=0.5,
                         help='fidelity weight w in [0, 1]: small = quality, large = fidelity (default 0.5)')
     parser.add_argument('--model_path', required=True, help='checkpoint (.pth) of the network')

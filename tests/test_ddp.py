@@ -30,3 +30,21 @@ def test_torchrun_two_processes_gloo(tmp_path, sr_pairs):
     assert len(list(exp.glob('train_*.log'))) == 1  # only rank 0 logs to file
     state = torch.load(exp / 'training_states' / '8.state', map_location='cpu')
     assert state['iter'] == 8
+
+
+def test_torchrun_codeformer_stage2(tmp_path):
+    """A baseline model under DDP on CPU: frozen fusion layers, teacher targets, EMA, rank-0 validation."""
+    from os import path as osp
+
+    from helpers import REPO, make_tiny_codeformer_workdir
+    make_tiny_codeformer_workdir(str(tmp_path))
+    cmd = [sys.executable, '-m', 'torch.distributed.run', '--nproc_per_node=2', '--master_addr=127.0.0.1',
+           f'--master_port={_free_port()}', '-m', 'basicsr_sinca.train', '-opt',
+           osp.join(REPO, 'options', 'train', 'codeformer', 'tiny', 'stage2_sinca.yml'), '--launcher', 'pytorch',
+           '--force_yml', 'datasets:train:dataset_enlarge_ratio=4', 'train:total_iter=6', 'val:val_freq=6',
+           'logger:save_checkpoint_freq=6']
+    run_cmd(cmd, cwd=tmp_path, timeout=600)
+    exp = tmp_path / 'experiments' / 'tiny_CodeFormer_stage2_sinca'
+    log = read_train_log(exp)
+    assert 'World size (gpu number): 2' in log and 'l_feat_match' in log and '# lpips:' in log
+    assert (exp / 'models' / 'net_g_6.pth').is_file() and (exp / 'training_states' / '6.state').is_file()

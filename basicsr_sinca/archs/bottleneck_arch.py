@@ -20,8 +20,8 @@ from basicsr_sinca.archs.sinca_arch import SinCAIndexTransformer, SinCATransform
 from basicsr_sinca.utils.registry import BOTTLENECK_REGISTRY
 
 __all__ = [
-    'NearestBottleneck', 'TransformerBottleneck', 'IndexBottleneck', 'build_bottleneck', 'nearest_code_indices', 'lookup_codes',
-    'check_codebook'
+    'NearestBottleneck', 'TransformerBottleneck', 'IndexBottleneck', 'build_bottleneck', 'nearest_code_indices',
+    'lookup_codes', 'check_codebook'
 ]
 
 
@@ -48,7 +48,8 @@ def lookup_codes(indices, codebook):
 
 def check_codebook(name, codebook, dim, lq_feat=None):
     if codebook.dim() != 2 or codebook.shape[1] != dim:
-        raise ValueError(f'{name}: codebook of shape {tuple(codebook.shape)} does not match dim={dim}; expected (M, {dim})')
+        raise ValueError(f'{name}: codebook of shape {tuple(codebook.shape)} does not match dim={dim}; '
+                         f'expected (M, {dim})')
     if lq_feat is not None and (lq_feat.dim() != 4 or lq_feat.shape[1] != dim):
         raise ValueError(f'{name}: latent of shape {tuple(lq_feat.shape)} does not match codebook of shape '
                          f'{tuple(codebook.shape)}; expected (B, {dim}, H, W)')

@@ -65,7 +65,7 @@ class VQGANAttnBlock(nn.Module):
         y = self.norm(x)
         q, k, v = (conv(y).flatten(2).transpose(1, 2) for conv in (self.q, self.k, self.v))  # (B, HW, C)
         out = F.scaled_dot_product_attention(q[:, None], k[:, None], v[:, None])[:, 0]
-        return x + self.proj_out(out.transpose(1, 2).reshape(b, c, h, w))
+        return x + self.proj_out(out.transpose(1, 2).reshape(b, c, h, w).contiguous())
 
 
 class VQGANDownsample(nn.Module):
@@ -371,7 +371,8 @@ class CodeFormerIndexTransformer(nn.Module):
         self.latent_size, self.latent_dim, self.codebook_size = latent_size, latent_dim, codebook_size
         self.position_emb = nn.Parameter(torch.zeros(latent_size, dim_embd))
         self.feat_emb = nn.Linear(latent_dim, dim_embd)
-        self.ft_layers = nn.Sequential(*[CodeFormerSALayer(dim_embd, n_head, dim_embd * 2, 0.0) for _ in range(n_layers)])
+        self.ft_layers = nn.Sequential(
+            *[CodeFormerSALayer(dim_embd, n_head, dim_embd * 2, 0.0) for _ in range(n_layers)])
         self.idx_pred_layer = nn.Sequential(nn.LayerNorm(dim_embd), nn.Linear(dim_embd, codebook_size, bias=False))
 
     def forward(self, lq_feat):

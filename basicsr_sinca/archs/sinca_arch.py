@@ -274,7 +274,7 @@ class SinCATransformerLayer(nn.Module):
             attn, split = attn
         x = x + attn
         b, n, c = x.shape
-        grid = self.norm2(x).transpose(1, 2).reshape(b, c, hw[0], hw[1])
+        grid = self.norm2(x).transpose(1, 2).reshape(b, c, hw[0], hw[1]).contiguous()  # NCHW: plain-layout grads (DDP)
         x = x + self.ffn(grid).flatten(2).transpose(1, 2)
         return (x, split) if return_attn_split else x
 

@@ -138,7 +138,12 @@ class FFHQBlindDataset(data.Dataset):
     """
 
     # defaults: CodeFormer stage 2 (and the "large" degradation of stage 3)
-    default_ranges = {'blur_sigma': [1, 15], 'downsample_range': [4, 30], 'noise_range': [0, 20], 'jpeg_range': [30, 80]}
+    default_ranges = {
+        'blur_sigma': [1, 15],
+        'downsample_range': [4, 30],
+        'noise_range': [0, 20],
+        'jpeg_range': [30, 80]
+    }
 
     def __init__(self, opt):
         super().__init__()
@@ -157,7 +162,8 @@ class FFHQBlindDataset(data.Dataset):
         self.degradation = self.build_degradation(opt, self.default_ranges, '')
         self.color_jitter_prob = _check_prob(f'{self.where}.color_jitter_prob', opt.get('color_jitter_prob'))
         self.color_jitter_shift = float(opt.get('color_jitter_shift', 20)) / 255.0
-        self.color_jitter_pt_prob = _check_prob(f'{self.where}.color_jitter_pt_prob', opt.get('color_jitter_pt_prob'))
+        self.color_jitter_pt_prob = _check_prob(f'{self.where}.color_jitter_pt_prob',
+                                                opt.get('color_jitter_pt_prob'))
         self.gray_prob = _check_prob(f'{self.where}.gray_prob', opt.get('gray_prob'))
         self.gt_gray = bool(opt.get('gt_gray', False))
         self.paths = self.list_paths()

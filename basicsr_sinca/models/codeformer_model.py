@@ -137,10 +137,14 @@ class CodeFormerStage2Model(CodeFormerBaseModel):
     ``feat_opt`` (CodeFormer's feature loss, weight 1). The fusion layers are unused at w = 0 and frozen here.
     """
 
+    def __init__(self, opt):
+        # freeze the fusion layers before the network is built and wrapped (DDP must not wait for them)
+        fixed = list(opt['network_g'].get('fix_modules', ['quantize', 'generator']))
+        if opt.get('is_train') and 'fuse_convs_dict' not in fixed:
+            opt['network_g']['fix_modules'] = fixed + ['fuse_convs_dict']
+        super().__init__(opt)
+
     def init_training_settings(self):
-        bare = self.get_bare_model(self.net_g)
-        for p in bare.fuse_convs_dict.parameters():
-            p.requires_grad = False
         super().init_training_settings()
         self.setup_optimizers()
         self.setup_schedulers()

@@ -24,7 +24,8 @@ def list_inputs(path):
         return [path]
     if not osp.isdir(path):
         raise FileNotFoundError(f'input not found: {path}')
-    return sorted(osp.join(path, f) for f in os.listdir(path) if not f.startswith('.') and osp.isfile(osp.join(path, f)))
+    names = [f for f in os.listdir(path) if not f.startswith('.') and osp.isfile(osp.join(path, f))]
+    return sorted(osp.join(path, f) for f in names)
 
 
 def read_image(path):

@@ -25,7 +25,8 @@ def build_parser(is_train):
         description=f'{what} a basicsr_sinca / BasicSR model described by a YAML option file. Option files may '
         'inherit with `_base_: [a.yml, ...]`; the resolved file is what BasicSR reads and what is copied into '
         f'the {"experiment" if is_train else "results"} folder. Outputs go under the current directory '
-        f'(./{"experiments" if is_train else "results"}/<name>) unless path.{"experiments" if is_train else "results"}_root is set.')
+        f'(./{"experiments" if is_train else "results"}/<name>) unless '
+        f'path.{"experiments" if is_train else "results"}_root is set.')
     parser.add_argument('-opt', required=True, metavar='YML', help='path to the option YAML file')
     parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm'], default='none',
                         help='job launcher: none (single process), pytorch (torchrun; gloo on CPU, nccl on GPU), slurm')

@@ -69,7 +69,8 @@ def face_images(size=64, num=8, seed=0):
     for _ in range(n_astro):  # the face spans roughly rows 30-230, columns 150-330
         side = int(rng.integers(190, 240))
         top, left = int(rng.integers(10, 40)), int(rng.integers(130, 170))
-        faces.append(cv2.resize(astronaut[top:top + side, left:left + side], (size, size), interpolation=cv2.INTER_AREA))
+        crop = astronaut[top:top + side, left:left + side]
+        faces.append(cv2.resize(crop, (size, size), interpolation=cv2.INTER_AREA))
     lfw = skimage.data.lfw_subset()
     for i in range(num - n_astro):
         gray = (np.clip(lfw[i], 0, 1) * 255).astype(np.uint8)
