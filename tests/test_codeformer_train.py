@@ -117,3 +117,25 @@ def test_test_pipeline_on_stage2_result(stage2_sinca, workdir):
     assert len(list((res / 'visualization' / 'tiny_faces_test').glob('*.png'))) == 6
     log = ''.join(p.read_text() for p in res.glob('test_*.log'))
     assert re.search(r'# psnr: [\d.]+', log) and re.search(r'# lpips: [\d.]+', log)
+
+
+@pytest.mark.parametrize('bottleneck', [
+    {'type': 'sinca', 'num_layers': 1, 'num_heads': 4}, {'type': 'sa', 'num_layers': 1, 'num_heads': 4},
+    {'type': 'ca', 'num_layers': 1, 'num_heads': 4}, {'type': 'sinca_index', 'num_layers': 1, 'num_heads': 4},
+    {'type': 'nearest'}, {'type': 'index', 'dim_embd': 32, 'n_head': 4, 'n_layers': 1}])
+def test_every_bottleneck_in_codeformer(bottleneck):
+    from basicsr_sinca.archs.codeformer_arch import SinCACodeFormer
+    from helpers import TINY_VQGAN
+    torch.manual_seed(0)
+    net = SinCACodeFormer(bottleneck=bottleneck, connect_list=['16', '32'], **TINY_VQGAN).eval()
+    x = torch.rand(2, 3, 64, 64) * 2 - 1
+    with torch.no_grad():
+        image, aux = net(x, w=1.0, adain=True)
+        codes = net(x, code_only=True)
+    assert image.shape == x.shape and aux['feat'].shape == aux['lq_feat'].shape == (2, 32, 8, 8)
+    assert torch.equal(codes['feat'], aux['feat'])
+    if bottleneck['type'] in ('index', 'sinca_index', 'nearest'):
+        assert torch.equal(aux['quant_feat'], net.codebook[aux['indices']].permute(0, 3, 1, 2))
+    if bottleneck['type'] != 'index':  # everything but the position table works at any size divisible by 8
+        with torch.no_grad():
+            assert net(torch.rand(1, 3, 96, 128), w=0.5)[0].shape == (1, 3, 96, 128)

@@ -131,3 +131,13 @@ def test_help_lists_basicsr_flags():
         assert flag in out
     out = subprocess.run(entry_cmd('test', '--help'), capture_output=True, text=True, env=sub_env(), check=True).stdout
     assert '--auto_resume' not in out and '-opt' in out
+
+
+def test_console_scripts_installed():
+    import shutil
+    bin_dir = osp.dirname(sys.executable)
+    for script in ('sinca-train', 'sinca-test', 'sinca-quickstart'):
+        path = shutil.which(script, path=bin_dir)
+        assert path, f'{script} not installed next to {sys.executable}'
+    out = subprocess.run([osp.join(bin_dir, 'sinca-train'), '--help'], capture_output=True, text=True, check=True)
+    assert '--auto_resume' in out.stdout
