@@ -1,0 +1,328 @@
+"""FeMaSR family, state-dict compatible with the official release.
+
+* :class:`FeMaSRNet` — the official network (HQ prior and x2/x4 SR nets): same constructor, ``forward`` /
+  ``test`` signatures and returns, key names (``FeMaSR_SRX4_model_g.pth``, ``FeMaSR_SRX2_model_g.pth``).
+* :class:`SinCAFeMaSRNet` — the same network with the VQ step at the codebook scale replaced by a bottleneck
+  chosen in YAML (``sinca``, ``sa``, ``ca``, ``sinca_index``, ``nearest``); every other key keeps its official
+  name, so the released HQ prior initialises decoder, codebook and quantiser convs.
+
+Images are in [0, 1]. The encoder's Swin stack is BasicSR's own SwinIR ``RSTB`` (identical keys). Facts
+come from ``shared/reference/femasr_adacode.md``; the code is ours.
+"""
+import math
+
+import torch
+import torch.nn.functional as F
+from basicsr.archs.swinir_arch import RSTB
+from basicsr.utils.registry import ARCH_REGISTRY
+from torch import nn
+
+from basicsr_sinca.archs.bottleneck_arch import build_bottleneck, lookup_codes
+
+__all__ = [
+    'FeMaSRResBlock', 'SwinLayers', 'MultiScaleEncoder', 'DecoderBlock', 'CombineQuantBlock', 'SinCAFeMaSRNet',
+    'FeMaSRNet', 'femasr_feature_loss', 'gram_loss'
+]
+
+# channels per feature resolution (fixed in FeMaSR)
+CHANNELS = {8: 256, 16: 256, 32: 256, 64: 256, 128: 128, 256: 64, 512: 32}
+
+
+class GroupNorm32(nn.Module):
+    """GroupNorm(32, eps 1e-6) stored as ``.norm`` (FeMaSR's norm wrapper, hence keys ``*.norm.weight``)."""
+
+    def __init__(self, channels):
+        super().__init__()
+        self.norm = nn.GroupNorm(32, channels, eps=1e-6, affine=True)
+
+    def forward(self, x):
+        return self.norm(x)
+
+
+class FeMaSRResBlock(nn.Module):
+    """Pre-activation residual block: ``x + conv(silu(norm(conv(silu(norm(x))))))`` (keys ``conv.{0,2,3,5}``)."""
+
+    def __init__(self, channels, norm_type='gn', act_type='silu'):
+        super().__init__()
+        if norm_type != 'gn' or act_type != 'silu':
+            raise ValueError(f"FeMaSR blocks: only norm_type='gn' and act_type='silu' (the release) are supported, "
+                             f'got {norm_type!r} / {act_type!r}')
+        self.conv = nn.Sequential(GroupNorm32(channels), nn.SiLU(), nn.Conv2d(channels, channels, 3, 1, 1),
+                                  GroupNorm32(channels), nn.SiLU(), nn.Conv2d(channels, channels, 3, 1, 1))
+
+    def forward(self, x):
+        return x + self.conv(x)
+
+
+class SwinLayers(nn.Module):
+    """Four SwinIR residual Swin groups (``swin_blks``) on a (B, C, H, W) map; H, W multiples of ``window_size``."""
+
+    def __init__(self, input_resolution=(32, 32), embed_dim=256, blk_depth=6, num_heads=8, window_size=8):
+        super().__init__()
+        self.window_size = window_size
+        self.swin_blks = nn.ModuleList([
+            RSTB(embed_dim, input_resolution, blk_depth, num_heads, window_size, patch_size=1) for _ in range(4)
+        ])
+
+    def forward(self, x):
+        b, c, h, w = x.shape
+        if h % self.window_size or w % self.window_size:
+            raise ValueError(f'SwinLayers: feature of shape {tuple(x.shape)} must have H and W divisible by the '
+                             f'window size {self.window_size}')
+        tokens = x.flatten(2).transpose(1, 2)
+        for blk in self.swin_blks:
+            tokens = blk(tokens, (h, w))
+        return tokens.transpose(1, 2).reshape(b, c, h, w)
+
+
+def _up_block(in_ch, out_ch, norm_type, act_type):
+    """[nearest x2, 3x3 conv, ResBlock, ResBlock] (indices 0..3, as the official checkpoints)."""
+    return nn.Sequential(nn.Upsample(scale_factor=2, mode='nearest'), nn.Conv2d(in_ch, out_ch, 3, 1, 1),
+                         FeMaSRResBlock(out_ch, norm_type, act_type), FeMaSRResBlock(out_ch, norm_type, act_type))
+
+
+class MultiScaleEncoder(nn.Module):
+    """4x4 stem (H shrinks by one), ``max_depth`` stride-2 stages; the LQ (SR) encoder adds SwinLayers and two
+    upsamplers whose outputs feed the decoder as skips. ``forward`` returns every block output."""
+
+    def __init__(self, in_channel, max_depth, input_res, norm_type='gn', act_type='silu', LQ_stage=True):
+        super().__init__()
+        self.in_conv = nn.Conv2d(in_channel, CHANNELS[input_res], 4, padding=1)
+        blocks, res = [], input_res
+        for _ in range(max_depth):
+            in_ch, out_ch = CHANNELS[res], CHANNELS[res // 2]
+            blocks.append(nn.Sequential(nn.Conv2d(in_ch, out_ch, 3, stride=2, padding=1),
+                                        FeMaSRResBlock(out_ch, norm_type, act_type),
+                                        FeMaSRResBlock(out_ch, norm_type, act_type)))
+            res //= 2
+        if LQ_stage:
+            blocks.append(SwinLayers())
+            for _ in range(2):
+                blocks.append(_up_block(CHANNELS[res], CHANNELS[res * 2], norm_type, act_type))
+                res *= 2
+        self.blocks = nn.ModuleList(blocks)
+
+    def forward(self, x):
+        outs = []
+        x = self.in_conv(x)
+        for block in self.blocks:
+            x = block(x)
+            outs.append(x)
+        return outs
+
+
+class DecoderBlock(nn.Module):
+    """``block`` = [nearest x2, 3x3 conv in->out, ResBlock, ResBlock]."""
+
+    def __init__(self, in_channel, out_channel, norm_type='gn', act_type='silu'):
+        super().__init__()
+        self.block = _up_block(in_channel, out_channel, norm_type, act_type)
+
+    def forward(self, x):
+        return self.block(x)
+
+
+class CombineQuantBlock(nn.Module):
+    """One 3x3 ``conv`` after the quantiser (a second input, unused by the release, would be concatenated)."""
+
+    def __init__(self, in_ch1, in_ch2, out_channel):
+        super().__init__()
+        self.conv = nn.Conv2d(in_ch1 + in_ch2, out_channel, 3, 1, 1)
+
+    def forward(self, input1, input2=None):
+        if input2 is not None:
+            input1 = torch.cat([input1, F.interpolate(input2, input1.shape[2:])], dim=1)
+        return self.conv(input1)
+
+
+class FeMaSRCodebook(nn.Module):
+    """Holds the frozen codebook as ``embedding`` (official key ``quantize_group.0.embedding.weight``)."""
+
+    def __init__(self, n_e, e_dim):
+        super().__init__()
+        self.embedding = nn.Embedding(n_e, e_dim)
+        self.embedding.weight.data.uniform_(-1.0 / n_e, 1.0 / n_e)
+
+
+def gram_loss(x, y):
+    """Mean squared difference of the per-sample C x C Gram matrices ``a^T a / (h·w)`` of (B, C, H, W) maps."""
+    b, c, h, w = x.shape
+    gx = x.flatten(2) @ x.flatten(2).transpose(1, 2) / (h * w)
+    gy = y.flatten(2) @ y.flatten(2).transpose(1, 2) / (h * w)
+    return (gx - gy).square().mean()
+
+
+def femasr_feature_loss(feat, target, beta=0.25):
+    """FeMaSR's LQ-stage codebook loss: ``beta·mean((sg(target) - feat)^2) + gram(feat, sg(target))``."""
+    target = target.detach()
+    return beta * (target - feat).square().mean() + gram_loss(feat, target)
+
+
+@ARCH_REGISTRY.register()
+class SinCAFeMaSRNet(nn.Module):
+    """FeMaSR whose VQ step at the codebook scale is a configurable bottleneck.
+
+    encoder -> before_quant (1x1) -> bottleneck(feat, codebook) -> after_quant (3x3) -> decoder (+ encoder
+    skips in the SR stage) -> out_conv. Inputs in [0, 1]; H, W of the LR input must make the latent a multiple
+    of 8 (use :meth:`test` for any size).
+
+    Args:
+        bottleneck (dict | str): ``{'type': 'sinca' | 'sa' | 'ca' | 'sinca_index' | 'nearest', ...}``. Default:
+            SinCA with the paper settings (9 layers, 8 heads).
+        in_channel (int): Image channels. Default: 3.
+        codebook_params (list): ``[[32, n_codes, dim]]`` (one codebook at the 1/8 latent). Default: [[32, 1024, 512]].
+        gt_resolution (int): HR training size. Default: 256.
+        LQ_stage (bool): SR net (True) or HQ prior (False). Default: True.
+        norm_type / act_type (str): 'gn' / 'silu' (the release).
+        scale_factor (int): SR factor (forced to 1 for the HQ prior). Default: 4.
+        use_residual (bool): Encoder -> decoder skips in the SR stage. Default: True.
+        frozen_module_keywords (list[str]): Modules whose name contains one of these get ``requires_grad=False``
+            (FeMaSR: ['quantize', 'decoder', 'after_quant_group', 'out_conv']).
+    """
+
+    def __init__(self, bottleneck=None, in_channel=3, codebook_params=((32, 1024, 512), ), gt_resolution=256,
+                 LQ_stage=True, norm_type='gn', act_type='silu', scale_factor=4, use_residual=True,
+                 frozen_module_keywords=None, **ignore_kwargs):
+        super().__init__()
+        codebook_params = [list(p) for p in codebook_params]
+        if len(codebook_params) != 1:
+            raise ValueError(f'codebook_params: one codebook row [scale, n_codes, dim] is supported (every FeMaSR '
+                             f'release), got {codebook_params}')
+        self.codebook_scale, self.codebook_size, self.codebook_dim = (int(v) for v in codebook_params[0])
+        self.gt_res, self.LQ_stage, self.use_residual = gt_resolution, LQ_stage, use_residual
+        self.scale_factor = scale_factor if LQ_stage else 1
+        self.max_depth = int(math.log2(gt_resolution // self.codebook_scale))
+        encode_depth = int(math.log2(gt_resolution // self.scale_factor // self.codebook_scale))
+        self.multiscale_encoder = MultiScaleEncoder(in_channel, encode_depth, gt_resolution // self.scale_factor,
+                                                    norm_type, act_type, LQ_stage)
+        self.decoder_group = nn.ModuleList()
+        for i in range(self.max_depth):
+            res = self.codebook_scale * 2**i
+            self.decoder_group.append(DecoderBlock(CHANNELS[res], CHANNELS[res * 2], norm_type, act_type))
+        self.out_conv = nn.Conv2d(CHANNELS[self.codebook_scale * 2**self.max_depth], 3, 3, 1, 1)
+        self.quantize_group = nn.ModuleList([FeMaSRCodebook(self.codebook_size, self.codebook_dim)])
+        scale_ch = CHANNELS[self.codebook_scale]
+        self.before_quant_group = nn.ModuleList([nn.Conv2d(scale_ch, self.codebook_dim, 1)])
+        self.after_quant_group = nn.ModuleList([CombineQuantBlock(self.codebook_dim, 0, scale_ch)])
+
+        bottleneck = {'type': bottleneck} if isinstance(bottleneck, str) else dict(bottleneck or {'type': 'sinca'})
+        self.bottleneck_type = bottleneck['type']
+        self.bottleneck = build_bottleneck(bottleneck, self.codebook_dim, self.codebook_size)
+        self.frozen_module_keywords = list(frozen_module_keywords or [])
+        for name, module in self.named_modules():
+            if any(k in name for k in self.frozen_module_keywords):
+                for p in module.parameters():
+                    p.requires_grad = False
+
+    @property
+    def codebook(self):
+        """The frozen codebook, (M, C)."""
+        return self.quantize_group[0].embedding.weight
+
+    @property
+    def latent_factor(self):
+        """LR pixels per latent pixel."""
+        return 8 // self.scale_factor
+
+    def encode(self, x):
+        """(B, 3, h, w) -> (feat_to_quant (B, C, h', w'), decoder skips)."""
+        feats = self.multiscale_encoder(x)
+        feats = feats[-3:] if self.LQ_stage else feats[::-1]
+        return self.before_quant_group[0](feats[0]), feats[1:]
+
+    def decode(self, z, skips):
+        """Bottleneck output (B, C, h', w') -> image (B, 3, 8h', 8w')."""
+        x = self.after_quant_group[0](z)
+        for i, block in enumerate(self.decoder_group):
+            if i > 0 and self.LQ_stage and self.use_residual:
+                x = x + skips[i - 1]
+            x = block(x)
+        return self.out_conv(x)
+
+    def forward(self, x, return_attn_split=False):
+        """
+        Returns:
+            tuple: ``(image, aux)``; ``aux`` holds ``lq_feat`` (the feature entering the bottleneck, z_l),
+            ``feat`` (its output) and the bottleneck's auxiliaries (``indices``, ``logits``, ``attn_split``).
+        """
+        lq_feat, skips = self.encode(x)
+        feat, aux = self.bottleneck(lq_feat, self.codebook, return_attn_split=return_attn_split)
+        return self.decode(feat, skips), dict(aux, lq_feat=lq_feat, feat=feat)
+
+    def pad_for_test(self, x):
+        """FeMaSR's test-time mirror padding: each side n -> (n // wsz + 1)·wsz, wsz = (8 // scale)·8."""
+        wsz = self.latent_factor * 8
+        h, w = x.shape[-2:]
+        ph, pw = (h // wsz + 1) * wsz, (w // wsz + 1) * wsz
+        if ph - h > h or pw - w > w:
+            raise ValueError(f'{type(self).__name__}.test: input of {h}x{w} LR pixels is too small; it needs at '
+                             f'least {wsz // 2 + 1} pixels per side (padding is by mirroring)')
+        x = torch.cat([x, torch.flip(x, [2])], 2)[:, :, :ph]
+        return torch.cat([x, torch.flip(x, [3])], 3)[:, :, :, :pw]
+
+    @torch.no_grad()
+    def test(self, x):
+        """Inference on any size: mirror-pad, run, crop to (h·scale, w·scale)."""
+        h, w = x.shape[-2:]
+        out = self.forward(self.pad_for_test(x))[0]
+        return out[..., :h * self.scale_factor, :w * self.scale_factor]
+
+    @torch.no_grad()
+    def test_tile(self, x, tile_size=240, tile_pad=16):
+        """Tiled inference for large images: ``tile_size`` LR tiles with ``tile_pad`` context, each via :meth:`test`.
+
+        Output pixels come from the tile that owns them (no blending), so the result equals :meth:`test` of each
+        tile's padded region; away from the seams it matches untiled inference up to the context each side sees.
+        """
+        b, c, h, w = x.shape
+        s = self.scale_factor
+        out = x.new_zeros(b, 3, h * s, w * s)
+        for top in range(0, h, tile_size):
+            for left in range(0, w, tile_size):
+                bottom, right = min(top + tile_size, h), min(left + tile_size, w)
+                t0, l0 = max(top - tile_pad, 0), max(left - tile_pad, 0)
+                t1, l1 = min(bottom + tile_pad, h), min(right + tile_pad, w)
+                tile = self.test(x[:, :, t0:t1, l0:l1])
+                out[:, :, top * s:bottom * s, left * s:right * s] = tile[:, :, (top - t0) * s:(bottom - t0) * s,
+                                                                         (left - l0) * s:(right - l0) * s]
+        return out
+
+
+@ARCH_REGISTRY.register()
+class FeMaSRNet(SinCAFeMaSRNet):
+    """The official FeMaSR network (nearest-code quantiser); released checkpoints (``params``) load strictly.
+
+    Same keyword arguments as upstream (``codebook_params``, ``gt_resolution``, ``LQ_stage``, ``norm_type``,
+    ``act_type``, ``use_quantize``, ``scale_factor``, ``use_semantic_loss``, ``use_residual``; other keys such as
+    ``frozen_module_keywords`` are accepted). ``forward(x, gt_indices=None)`` returns ``(image, codebook_loss,
+    semantic_loss, indices_list)``; ``test(x)`` pads by mirroring as upstream.
+
+    ``use_semantic_loss`` (HQ pre-training only) is not supported: load ``FeMaSR_HRP_model_g.pth`` after dropping
+    its ``conv_semantic.*`` / ``vgg_feat_extractor.*`` keys, which do not affect the forward.
+    """
+
+    def __init__(self, *, in_channel=3, codebook_params=None, gt_resolution=256, LQ_stage=False, norm_type='gn',
+                 act_type='silu', use_quantize=True, scale_factor=4, use_semantic_loss=False, use_residual=True,
+                 **ignore_kwargs):
+        if use_semantic_loss:
+            raise ValueError('FeMaSRNet: use_semantic_loss (HQ pre-training with a VGG19 branch) is not supported; '
+                             'the released HQ prior loads without it (drop conv_semantic.* / vgg_feat_extractor.*)')
+        super().__init__('nearest', in_channel, codebook_params or [[32, 1024, 512]], gt_resolution, LQ_stage,
+                         norm_type, act_type, scale_factor, use_residual, ignore_kwargs.get('frozen_module_keywords'))
+        self.use_quantize = use_quantize
+
+    def forward(self, x, gt_indices=None, return_aux=False):
+        """``(image, codebook_loss, semantic_loss, [indices (B, 1, h, w)])`` as upstream; with ``return_aux`` the
+        :class:`SinCAFeMaSRNet` return value, so this package's training models accept ``type: FeMaSRNet``."""
+        z, skips = self.encode(x)
+        z_q, aux = self.bottleneck(z, self.codebook)
+        image = self.decode(z_q if self.use_quantize else z, skips)
+        if return_aux:
+            return image, dict(aux, lq_feat=z, feat=z_q)
+        z_q = aux['quant_feat']
+        if self.LQ_stage and gt_indices is not None:
+            target = lookup_codes(gt_indices[0].reshape(z.shape[0], *z.shape[2:]), self.codebook)
+            codebook_loss = femasr_feature_loss(z, target)
+        else:
+            codebook_loss = (z_q - z.detach()).square().mean() + 0.25 * (z_q.detach() - z).square().mean()
+        return image, codebook_loss, codebook_loss * 0, [aux['indices'][:, None]]
