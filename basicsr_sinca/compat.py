@@ -14,6 +14,9 @@ Everything that changes BasicSR's behaviour lives in this one module:
    * Exact resume of the data order: upstream restarts the saved epoch from its first batch, so a run
      resumed after a checkpoint at the end of an epoch replays that epoch. The train sampler is replaced
      by a subclass that skips the samples already consumed in the resumed epoch.
+   * Epoch count: upstream counts ``ceil(samples / batch)`` iterations per epoch while the train loader drops
+     the last incomplete batch, so small datasets stop before ``total_iter`` (e.g. 6 of 10). The count is
+     recomputed from the full batches; a dataset smaller than one batch is an error.
    * ``init_dist`` (CPU only): upstream always calls ``torch.cuda.set_device`` and defaults to NCCL; without
      CUDA we initialise the process group with gloo.
    * ``BaseModel.model_to_device`` (CPU only): DDP is built without ``device_ids``.
@@ -21,6 +24,7 @@ Everything that changes BasicSR's behaviour lives in this one module:
      so a kill during a save never leaves a truncated ``net_*.pth`` or ``*.state`` behind.
 """
 import importlib
+import math
 import os
 import sys
 import warnings
@@ -115,8 +119,18 @@ def _wrap_create_train_val_dataloader(original):
 
     def create_train_val_dataloader(opt, logger):
         global _pending_resume
-        result = original(opt, logger)
+        result = list(original(opt, logger))
         train_loader, train_sampler = result[0], result[1]
+        if train_loader is not None and hasattr(train_sampler, 'num_samples'):
+            full_batches = train_sampler.num_samples // train_loader.batch_size  # the loader drops the last one
+            if full_batches == 0:
+                raise ValueError(f'datasets.train: {train_sampler.num_samples} samples per process is less than one '
+                                 f'batch of {train_loader.batch_size}; raise dataset_enlarge_ratio or lower '
+                                 'batch_size_per_gpu')
+            total_epochs = math.ceil(result[4] / full_batches)
+            if total_epochs != result[3]:
+                logger.info(f'Epoch count corrected to {total_epochs} ({full_batches} full batches per epoch).')
+                result[3] = total_epochs
         if _pending_resume is not None and train_loader is not None and hasattr(train_sampler, 'skip'):
             epoch, current_iter = _pending_resume
             batch = train_loader.batch_size
@@ -130,7 +144,7 @@ def _wrap_create_train_val_dataloader(original):
                                f'{iters_per_epoch} iterations per epoch (batch size or data changed?); '
                                'the epoch restarts from its first batch.')
         _pending_resume = None
-        return result
+        return tuple(result)
 
     return create_train_val_dataloader
 

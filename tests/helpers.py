@@ -118,3 +118,33 @@ def make_tiny_codeformer_workdir(root, num_faces=6, seed=0):
     os.makedirs(os.path.dirname(path), exist_ok=True)
     torch.save({'params_ema': prior.state_dict()}, path)
     return path
+
+
+TINY_FEMASR_HQ = dict(gt_resolution=64, codebook_params=[[8, 64, 32]], channels={8: 64, 16: 64, 32: 32, 64: 32},
+                      swin_opt=dict(blk_depth=1, num_heads=4, window_size=4), LQ_stage=False)
+
+
+def make_tiny_femasr_workdir(root, photos=('coffee', 'chelsea', 'rocket', 'astronaut'), size=160, seed=0):
+    """The files options/_base_/femasr/tiny.yml expects under ``root``: BSRGAN x4 pairs of real-photo crops
+    (through scripts/generate_bsrgan_pairs.py) and a random tiny HQ prior (codebook ~ N(0, 1)). Returns its path."""
+    import sys
+
+    import cv2
+    import torch
+
+    from basicsr_sinca.archs.femasr_arch import FeMaSRNet
+    from basicsr_sinca.utils.sample_data import load_photo
+    hr = os.path.join(root, 'hr_src')
+    os.makedirs(hr, exist_ok=True)
+    for name in photos:
+        cv2.imwrite(os.path.join(hr, f'{name}.png'), load_photo(name)[:size, :size])
+    sys.path.insert(0, os.path.join(REPO, 'scripts'))
+    import generate_bsrgan_pairs
+    assert generate_bsrgan_pairs.main(['-i', hr, '-o', os.path.join(root, 'datasets', 'tiny_sr'), '--scale', '4']) == 0
+    torch.manual_seed(seed)
+    prior = FeMaSRNet(**TINY_FEMASR_HQ)
+    torch.nn.init.normal_(prior.quantize_group[0].embedding.weight)
+    path = os.path.join(root, 'experiments', 'pretrained_models', 'tiny', 'femasr_hq_tiny.pth')
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    torch.save({'params': prior.state_dict()}, path)
+    return path

@@ -12,7 +12,8 @@ def _hooks(net, store):
         handles.append(block.register_forward_hook(lambda m, i, o, j=j: store.__setitem__(f'enc.blocks.{j}', o)))
     for k, block in enumerate(net.decoder_group):
         handles.append(block.register_forward_hook(lambda m, i, o, k=k: store.__setitem__(f'dec.{k}', o)))
-    handles.append(net.before_quant_group[0].register_forward_hook(lambda m, i, o: store.__setitem__('feat_to_quant', o)))
+    handles.append(net.before_quant_group[0].register_forward_hook(
+        lambda m, i, o: store.__setitem__('feat_to_quant', o)))
     handles.append(net.after_quant_group[0].register_forward_hook(lambda m, i, o: store.__setitem__('after_quant', o)))
     handles.append(net.after_quant_group[0].register_forward_hook(lambda m, i, o: store.__setitem__('z_q', i[0])))
     handles.append(net.multiscale_encoder.register_forward_pre_hook(

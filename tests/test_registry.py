@@ -8,10 +8,10 @@ from helpers import sub_env
 # every name basicsr_sinca registers, per BasicSR registry (plus our bottleneck registry)
 EXPECTED = {
     'arch': {'SinCATransformer', 'SinCAIndexTransformer', 'VQAutoEncoder', 'VQGANDiscriminator', 'SinCACodeFormer',
-             'CodeFormer'},
-    'model': {'CodeFormerStage2Model', 'CodeFormerStage3Model'},
-    'loss': {'FeatureMatchingLoss', 'CodeCrossEntropyLoss', 'LPIPSLoss'},
-    'dataset': {'FFHQBlindDataset', 'FFHQBlindJointDataset'},
+             'CodeFormer', 'SinCAFeMaSRNet', 'FeMaSRNet'},
+    'model': {'CodeFormerStage2Model', 'CodeFormerStage3Model', 'FeMaSRLQModel'},
+    'loss': {'FeatureMatchingLoss', 'CodeCrossEntropyLoss', 'LPIPSLoss', 'FeMaSRCodebookLoss'},
+    'dataset': {'FFHQBlindDataset', 'FFHQBlindJointDataset', 'BSRGANTrainDataset', 'PairedResizeCropDataset'},
     'metric': {'calculate_lpips'},
 }
 

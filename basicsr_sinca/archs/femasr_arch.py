@@ -85,20 +85,23 @@ class MultiScaleEncoder(nn.Module):
     """4x4 stem (H shrinks by one), ``max_depth`` stride-2 stages; the LQ (SR) encoder adds SwinLayers and two
     upsamplers whose outputs feed the decoder as skips. ``forward`` returns every block output."""
 
-    def __init__(self, in_channel, max_depth, input_res, norm_type='gn', act_type='silu', LQ_stage=True):
+    def __init__(self, in_channel, max_depth, input_res, norm_type='gn', act_type='silu', LQ_stage=True,
+                 channels=None, swin_opt=None):
         super().__init__()
-        self.in_conv = nn.Conv2d(in_channel, CHANNELS[input_res], 4, padding=1)
+        ch = channels or CHANNELS
+        self.in_conv = nn.Conv2d(in_channel, ch[input_res], 4, padding=1)
         blocks, res = [], input_res
         for _ in range(max_depth):
-            in_ch, out_ch = CHANNELS[res], CHANNELS[res // 2]
+            in_ch, out_ch = ch[res], ch[res // 2]
             blocks.append(nn.Sequential(nn.Conv2d(in_ch, out_ch, 3, stride=2, padding=1),
                                         FeMaSRResBlock(out_ch, norm_type, act_type),
                                         FeMaSRResBlock(out_ch, norm_type, act_type)))
             res //= 2
         if LQ_stage:
-            blocks.append(SwinLayers())
+            swin = dict({'input_resolution': (res, res), 'embed_dim': ch[res]}, **(swin_opt or {}))
+            blocks.append(SwinLayers(**swin))
             for _ in range(2):
-                blocks.append(_up_block(CHANNELS[res], CHANNELS[res * 2], norm_type, act_type))
+                blocks.append(_up_block(ch[res], ch[res * 2], norm_type, act_type))
                 res *= 2
         self.blocks = nn.ModuleList(blocks)
 
@@ -178,30 +181,39 @@ class SinCAFeMaSRNet(nn.Module):
         use_residual (bool): Encoder -> decoder skips in the SR stage. Default: True.
         frozen_module_keywords (list[str]): Modules whose name contains one of these get ``requires_grad=False``
             (FeMaSR: ['quantize', 'decoder', 'after_quant_group', 'out_conv']).
+        channels (dict | None): Channels per feature resolution (default: FeMaSR's fixed table; smaller tables
+            give CPU-sized test networks). Multiples of 32.
+        swin_opt (dict | None): Overrides of the encoder's SwinLayers (``blk_depth`` 6, ``num_heads`` 8,
+            ``window_size`` 8).
     """
 
     def __init__(self, bottleneck=None, in_channel=3, codebook_params=((32, 1024, 512), ), gt_resolution=256,
                  LQ_stage=True, norm_type='gn', act_type='silu', scale_factor=4, use_residual=True,
-                 frozen_module_keywords=None, **ignore_kwargs):
+                 frozen_module_keywords=None, channels=None, swin_opt=None, **ignore_kwargs):
         super().__init__()
+        ch = {int(k): int(v) for k, v in (channels or CHANNELS).items()}
+        self.window_size = int((swin_opt or {}).get('window_size', 8))
         codebook_params = [list(p) for p in codebook_params]
         if len(codebook_params) != 1:
             raise ValueError(f'codebook_params: one codebook row [scale, n_codes, dim] is supported (every FeMaSR '
                              f'release), got {codebook_params}')
         self.codebook_scale, self.codebook_size, self.codebook_dim = (int(v) for v in codebook_params[0])
+        # the architecture without the bottleneck, e.g. to build the matching HQ prior (teacher)
+        self.femasr_config = dict(in_channel=in_channel, codebook_params=codebook_params, gt_resolution=gt_resolution,
+                                  norm_type=norm_type, act_type=act_type, channels=channels, swin_opt=swin_opt)
         self.gt_res, self.LQ_stage, self.use_residual = gt_resolution, LQ_stage, use_residual
         self.scale_factor = scale_factor if LQ_stage else 1
         self.max_depth = int(math.log2(gt_resolution // self.codebook_scale))
         encode_depth = int(math.log2(gt_resolution // self.scale_factor // self.codebook_scale))
         self.multiscale_encoder = MultiScaleEncoder(in_channel, encode_depth, gt_resolution // self.scale_factor,
-                                                    norm_type, act_type, LQ_stage)
+                                                    norm_type, act_type, LQ_stage, ch, swin_opt)
         self.decoder_group = nn.ModuleList()
         for i in range(self.max_depth):
             res = self.codebook_scale * 2**i
-            self.decoder_group.append(DecoderBlock(CHANNELS[res], CHANNELS[res * 2], norm_type, act_type))
-        self.out_conv = nn.Conv2d(CHANNELS[self.codebook_scale * 2**self.max_depth], 3, 3, 1, 1)
+            self.decoder_group.append(DecoderBlock(ch[res], ch[res * 2], norm_type, act_type))
+        self.out_conv = nn.Conv2d(ch[self.codebook_scale * 2**self.max_depth], 3, 3, 1, 1)
         self.quantize_group = nn.ModuleList([FeMaSRCodebook(self.codebook_size, self.codebook_dim)])
-        scale_ch = CHANNELS[self.codebook_scale]
+        scale_ch = ch[self.codebook_scale]
         self.before_quant_group = nn.ModuleList([nn.Conv2d(scale_ch, self.codebook_dim, 1)])
         self.after_quant_group = nn.ModuleList([CombineQuantBlock(self.codebook_dim, 0, scale_ch)])
 
@@ -222,7 +234,12 @@ class SinCAFeMaSRNet(nn.Module):
     @property
     def latent_factor(self):
         """LR pixels per latent pixel."""
-        return 8 // self.scale_factor
+        return self.gt_res // self.scale_factor // self.codebook_scale
+
+    @property
+    def size_multiple(self):
+        """LR sides must be multiples of this (latent multiple of the Swin window) for :meth:`forward`."""
+        return self.latent_factor * self.window_size
 
     def encode(self, x):
         """(B, 3, h, w) -> (feat_to_quant (B, C, h', w'), decoder skips)."""
@@ -239,8 +256,13 @@ class SinCAFeMaSRNet(nn.Module):
             x = block(x)
         return self.out_conv(x)
 
-    def forward(self, x, return_attn_split=False):
+    def forward(self, x, return_attn_split=False, return_aux=True):
         """
+        Args:
+            x (Tensor): LR (B, 3, h, w) in [0, 1], h and w multiples of :attr:`size_multiple`.
+            return_attn_split (bool): Ask the bottleneck for its attention split.
+            return_aux (bool): Accepted for interchangeability with :class:`FeMaSRNet` (always returns aux).
+
         Returns:
             tuple: ``(image, aux)``; ``aux`` holds ``lq_feat`` (the feature entering the bottleneck, z_l),
             ``feat`` (its output) and the bottleneck's auxiliaries (``indices``, ``logits``, ``attn_split``).
@@ -251,7 +273,7 @@ class SinCAFeMaSRNet(nn.Module):
 
     def pad_for_test(self, x):
         """FeMaSR's test-time mirror padding: each side n -> (n // wsz + 1)·wsz, wsz = (8 // scale)·8."""
-        wsz = self.latent_factor * 8
+        wsz = self.size_multiple
         h, w = x.shape[-2:]
         ph, pw = (h // wsz + 1) * wsz, (w // wsz + 1) * wsz
         if ph - h > h or pw - w > w:
@@ -271,14 +293,21 @@ class SinCAFeMaSRNet(nn.Module):
     def test_tile(self, x, tile_size=240, tile_pad=16):
         """Tiled inference for large images: ``tile_size`` LR tiles with ``tile_pad`` context, each via :meth:`test`.
 
-        Output pixels come from the tile that owns them (no blending), so the result equals :meth:`test` of each
-        tile's padded region; away from the seams it matches untiled inference up to the context each side sees.
+        Each output pixel comes from the tile that owns it (no blending); the last tile of a row/column is moved
+        back to full size so that no sliver tile is too small to pad. FeMaSR's GroupNorm statistics and the
+        bottleneck's attention are per tile, so tiles only approximate whole-image inference; an image that fits
+        in one tile gives exactly :meth:`test`.
         """
         b, c, h, w = x.shape
         s = self.scale_factor
         out = x.new_zeros(b, 3, h * s, w * s)
-        for top in range(0, h, tile_size):
-            for left in range(0, w, tile_size):
+
+        def starts(n):
+            first = list(range(0, n, tile_size))
+            return [min(p, max(n - tile_size, 0)) for p in first]
+
+        for top in starts(h):
+            for left in starts(w):
                 bottom, right = min(top + tile_size, h), min(left + tile_size, w)
                 t0, l0 = max(top - tile_pad, 0), max(left - tile_pad, 0)
                 t1, l1 = min(bottom + tile_pad, h), min(right + tile_pad, w)
@@ -297,18 +326,20 @@ class FeMaSRNet(SinCAFeMaSRNet):
     ``frozen_module_keywords`` are accepted). ``forward(x, gt_indices=None)`` returns ``(image, codebook_loss,
     semantic_loss, indices_list)``; ``test(x)`` pads by mirroring as upstream.
 
+    ``channels`` / ``swin_opt`` (not upstream) shrink the network for CPU tests; the defaults are the release.
     ``use_semantic_loss`` (HQ pre-training only) is not supported: load ``FeMaSR_HRP_model_g.pth`` after dropping
     its ``conv_semantic.*`` / ``vgg_feat_extractor.*`` keys, which do not affect the forward.
     """
 
     def __init__(self, *, in_channel=3, codebook_params=None, gt_resolution=256, LQ_stage=False, norm_type='gn',
                  act_type='silu', use_quantize=True, scale_factor=4, use_semantic_loss=False, use_residual=True,
-                 **ignore_kwargs):
+                 channels=None, swin_opt=None, **ignore_kwargs):
         if use_semantic_loss:
             raise ValueError('FeMaSRNet: use_semantic_loss (HQ pre-training with a VGG19 branch) is not supported; '
                              'the released HQ prior loads without it (drop conv_semantic.* / vgg_feat_extractor.*)')
         super().__init__('nearest', in_channel, codebook_params or [[32, 1024, 512]], gt_resolution, LQ_stage,
-                         norm_type, act_type, scale_factor, use_residual, ignore_kwargs.get('frozen_module_keywords'))
+                         norm_type, act_type, scale_factor, use_residual, ignore_kwargs.get('frozen_module_keywords'),
+                         channels, swin_opt)
         self.use_quantize = use_quantize
 
     def forward(self, x, gt_indices=None, return_aux=False):

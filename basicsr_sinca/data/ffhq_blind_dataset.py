@@ -14,26 +14,13 @@ import torch
 import torchvision.transforms.functional as TF
 from basicsr.data.data_util import paths_from_folder, paths_from_lmdb
 from basicsr.data.degradations import bivariate_Gaussian
-from basicsr.utils import FileClient, imfrombytes, img2tensor
+from basicsr.utils import FileClient, img2tensor
 from basicsr.utils.registry import DATASET_REGISTRY
 from torch.utils import data
 
-__all__ = ['FFHQBlindDataset', 'FFHQBlindJointDataset', 'BlindDegradation', 'jpeg_compress']
+from basicsr_sinca.data.data_util import IMG_EXTENSIONS, decode_image, jpeg_compress, sample_rng
 
-IMG_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff', '.webp')
-
-
-def jpeg_compress(img, quality):
-    """JPEG round trip of an HWC float32 [0, 1] image at ``quality``.
-
-    ``basicsr.data.degradations.add_jpg_compression`` hands OpenCV a float image, which OpenCV 5 converts
-    with a warning on every call; encoding the 8-bit image ourselves is the same operation, silently.
-    """
-    img8 = (np.clip(img, 0, 1) * 255.0).round().astype(np.uint8)
-    ok, buf = cv2.imencode('.jpg', img8, [int(cv2.IMWRITE_JPEG_QUALITY), int(quality)])
-    if not ok:
-        raise RuntimeError('JPEG encoding failed')
-    return cv2.imdecode(buf, cv2.IMREAD_UNCHANGED).astype(np.float32) / 255.0
+__all__ = ['FFHQBlindDataset', 'FFHQBlindJointDataset', 'BlindDegradation']
 
 
 def _check_range(name, value, low, high, what):
@@ -194,25 +181,13 @@ class FFHQBlindDataset(data.Dataset):
     def __len__(self):
         return len(self.paths)
 
-    def rng_for(self, index):
-        if self.seed is not None:
-            return np.random.default_rng([int(self.seed), int(index)])
-        return np.random.default_rng(np.random.randint(0, 2**31 - 1))
-
     def read_gt(self, index):
         """GT as HWC BGR float32 [0, 1] of ``gt_size`` and its path."""
         if self.file_client is None:
             opt = dict(self.io_backend_opt)
             self.file_client = FileClient(opt.pop('type', 'disk'), **opt)
         path = self.paths[index]
-        img_bytes = self.file_client.get(path, 'gt')
-        img = imfrombytes(img_bytes, float32=False) if img_bytes else None  # uint8 first: None if undecodable
-        if img is None:
-            raise ValueError(f'{self.where}: cannot decode image {path}')
-        img = img.astype(np.float32) / 255.0
-        if img.ndim == 2:
-            img = np.repeat(img[..., None], 3, axis=2)
-        img = img[..., :3]
+        img = decode_image(self.file_client.get(path, 'gt'), path, self.where)
         if img.shape[:2] != (self.gt_size, self.gt_size):
             img = cv2.resize(img, (self.gt_size, self.gt_size), interpolation=cv2.INTER_AREA)
         return np.ascontiguousarray(img), path
@@ -251,7 +226,7 @@ class FFHQBlindDataset(data.Dataset):
 
     def load(self, index):
         """GT image (flipped at random in training), its path and the sample's generator."""
-        rng = self.rng_for(index)
+        rng = sample_rng(self.seed, index)
         img_gt, path = self.read_gt(index)
         if self.use_hflip and rng.uniform() < 0.5:
             img_gt = np.ascontiguousarray(img_gt[:, ::-1])

@@ -13,7 +13,7 @@ from basicsr.losses import build_loss
 from basicsr.utils import get_root_logger
 from basicsr.utils.registry import MODEL_REGISTRY
 
-from basicsr_sinca.archs.bottleneck_arch import TransformerBottleneck, lookup_codes, nearest_code_indices
+from basicsr_sinca.archs.bottleneck_arch import lookup_codes, nearest_code_indices
 from basicsr_sinca.archs.codeformer_arch import load_official_weights
 from basicsr_sinca.models.base import SinCABaseModel
 
@@ -49,12 +49,9 @@ class CodeFormerBaseModel(SinCABaseModel):
 
     def init_training_settings(self):
         self.net_g.train()
-        train_opt = self.opt['train']
         self.setup_ema()
         self.build_teacher()
-        self.cri_feat = build_loss(train_opt.get('feat_opt') or {'type': 'FeatureMatchingLoss'}).to(self.device)
-        ce_opt = train_opt.get('ce_opt')
-        self.cri_ce = build_loss(ce_opt).to(self.device) if ce_opt else None
+        self.setup_code_losses()
 
     def build_teacher(self):
         """Frozen HQ prior (encoder + codebook) giving the targets z_hat and the ground-truth code indices."""
@@ -81,26 +78,6 @@ class CodeFormerBaseModel(SinCABaseModel):
         codebook = self.teacher.quantize.embedding.weight
         indices, _ = nearest_code_indices(z, codebook)
         return lookup_codes(indices, codebook), indices
-
-    def code_losses(self, aux, z_hat, idx_gt, loss_dict):
-        """Feature matching (Eq. 6; the transformer term only for feature bottlenecks), encoder feature term,
-        and cross-entropy for bottlenecks that predict indices. Adds to ``loss_dict``; returns the sum."""
-        bottleneck = self.get_bare_model(self.net_g).bottleneck
-        feat = aux['feat'] if isinstance(bottleneck, TransformerBottleneck) else None
-        l_match, l_lq = self.cri_feat(feat, aux['lq_feat'], z_hat)
-        total = 0
-        if l_match is not None:
-            loss_dict['l_feat_match'] = l_match
-            total = total + l_match
-        if l_lq is not None:
-            loss_dict['l_feat_lq'] = l_lq
-            total = total + l_lq
-        if 'logits' in aux:
-            if self.cri_ce is not None:
-                loss_dict['l_ce'] = self.cri_ce(aux['logits'], idx_gt)
-                total = total + loss_dict['l_ce']
-            loss_dict['code_acc'] = (aux['logits'].detach().argmax(-1) == idx_gt.flatten(1)).float().mean()
-        return total
 
     def feed_data(self, data):
         self.lq = (data['lq'] if 'lq' in data else data['in']).to(self.device)
@@ -178,13 +155,7 @@ class CodeFormerStage3Model(CodeFormerBaseModel):
     def init_training_settings(self):
         super().init_training_settings()
         train_opt = self.opt['train']
-        self.net_d = self.model_to_device(build_network(self.opt['network_d']))
-        self.print_network(self.net_d)
-        load_path = self.opt['path'].get('pretrain_network_d')
-        if load_path is not None:
-            self.load_network(self.net_d, load_path, self.opt['path'].get('strict_load_d', True),
-                              self.opt['path'].get('param_key_d', 'params'))
-        self.net_d.train()
+        self.setup_discriminator()
         self.cri_pix = build_loss(train_opt['pixel_opt']).to(self.device) if train_opt.get('pixel_opt') else None
         self.cri_perceptual = (build_loss(train_opt['perceptual_opt']).to(self.device)
                                if train_opt.get('perceptual_opt') else None)
@@ -194,15 +165,6 @@ class CodeFormerStage3Model(CodeFormerBaseModel):
         self.fidelity_schedule = parse_fidelity_schedule(train_opt.get('fidelity_schedule', OFFICIAL_FIDELITY_SCHEDULE))
         self.setup_optimizers()
         self.setup_schedulers()
-
-    def setup_optimizers(self):
-        train_opt = self.opt['train']
-        params_g = [p for p in self.net_g.parameters() if p.requires_grad]
-        opt_g = dict(train_opt['optim_g'])
-        self.optimizer_g = self.get_optimizer(opt_g.pop('type'), params_g, **opt_g)
-        opt_d = dict(train_opt['optim_d'])
-        self.optimizer_d = self.get_optimizer(opt_d.pop('type'), self.net_d.parameters(), **opt_d)
-        self.optimizers = [self.optimizer_g, self.optimizer_d]
 
     def fidelity_step(self, current_iter):
         """(w, full pass?) for this iteration."""
@@ -221,8 +183,7 @@ class CodeFormerStage3Model(CodeFormerBaseModel):
 
     def optimize_parameters(self, current_iter):
         w, full = self.fidelity_step(current_iter)
-        for p in self.net_d.parameters():
-            p.requires_grad = False
+        self.set_d_trainable(False)
         self.optimizer_g.zero_grad()
         z_hat, idx_gt = self.teacher_targets(self.gt)
         loss_dict = OrderedDict()
@@ -255,22 +216,5 @@ class CodeFormerStage3Model(CodeFormerBaseModel):
             self.model_ema(decay=self.ema_decay)
 
         if use_gan:
-            for p in self.net_d.parameters():
-                p.requires_grad = True
-            self.optimizer_d.zero_grad()
-            real_pred = self.net_d(self.gt)
-            fake_pred = self.net_d(self.output.detach())
-            l_d_real = self.cri_gan(real_pred, True, is_disc=True)
-            l_d_fake = self.cri_gan(fake_pred, False, is_disc=True)
-            (l_d_real + l_d_fake).backward()
-            self.optimizer_d.step()
-            loss_dict['l_d_real'], loss_dict['l_d_fake'] = l_d_real, l_d_fake
-            loss_dict['out_d_real'], loss_dict['out_d_fake'] = real_pred.detach().mean(), fake_pred.detach().mean()
+            self.optimize_discriminator(self.output, loss_dict)
         self.log_dict = self.reduce_loss_dict(loss_dict)
-
-    def save(self, epoch, current_iter):
-        nets = [self.net_g, self.net_g_ema] if hasattr(self, 'net_g_ema') else self.net_g
-        keys = ['params', 'params_ema'] if hasattr(self, 'net_g_ema') else 'params'
-        self.save_network(nets, 'net_g', current_iter, param_key=keys)
-        self.save_network(self.net_d, 'net_d', current_iter)
-        self.save_training_state(epoch, current_iter)

@@ -6,7 +6,9 @@ import cv2
 import numpy as np
 import torch
 
-__all__ = ['list_inputs', 'read_image', 'is_gray', 'build_net_from_options', 'img2input', 'output2img']
+__all__ = [
+    'list_inputs', 'read_image', 'read_image_layers', 'is_gray', 'build_net_from_options', 'img2input', 'output2img'
+]
 
 IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff', '.webp')
 
@@ -28,11 +30,10 @@ def list_inputs(path):
     return sorted(osp.join(path, f) for f in names)
 
 
-def read_image(path):
-    """Read an image as HWC BGR uint8.
+def read_image_layers(path):
+    """Read an image as HWC BGR uint8 plus its alpha channel (HxW uint8 or None) and original bit depth.
 
-    Gray images are expanded to 3 channels, an alpha channel is composited on white, 16-bit images are
-    scaled to 8 bits.
+    Gray images are expanded to 3 channels; 16-bit (and float) images are scaled to 8 bits.
 
     Raises:
         ValueError: empty or unreadable file, or not an image; the message names the file.
@@ -42,18 +43,28 @@ def read_image(path):
     img = cv2.imread(path, cv2.IMREAD_UNCHANGED)
     if img is None:
         raise ValueError(f'{path}: not a readable image')
+    depth = 16 if img.dtype == np.uint16 else 8
     if img.dtype == np.uint16:
         img = (img.astype(np.float32) / 257.0).round().astype(np.uint8)
     elif img.dtype != np.uint8:
         img = np.clip(img.astype(np.float32) * (255.0 if img.max() <= 1.0 else 1.0), 0, 255).round().astype(np.uint8)
+    alpha = None
+    if img.ndim == 3 and img.shape[2] == 4:
+        img, alpha = img[..., :3], img[..., 3]
+    elif img.ndim == 3 and img.shape[2] == 1:
+        img = img[..., 0]
     if img.ndim == 2:
         img = cv2.cvtColor(img, cv2.COLOR_GRAY2BGR)
-    elif img.shape[2] == 4:
-        alpha = img[..., 3:4].astype(np.float32) / 255.0
-        img = (img[..., :3].astype(np.float32) * alpha + 255.0 * (1 - alpha)).round().astype(np.uint8)
-    elif img.shape[2] == 1:
-        img = cv2.cvtColor(img[..., 0], cv2.COLOR_GRAY2BGR)
-    return np.ascontiguousarray(img)
+    return np.ascontiguousarray(img), alpha, depth
+
+
+def read_image(path):
+    """Read an image as HWC BGR uint8 (alpha composited on white; see :func:`read_image_layers`)."""
+    img, alpha, _ = read_image_layers(path)
+    if alpha is not None:
+        a = alpha[..., None].astype(np.float32) / 255.0
+        img = (img.astype(np.float32) * a + 255.0 * (1 - a)).round().astype(np.uint8)
+    return img
 
 
 def is_gray(img, threshold=10):
@@ -69,11 +80,12 @@ def img2input(img, device, normalize=True):
     return (t * 2 - 1 if normalize else t).to(device)
 
 
-def output2img(tensor, min_max=(-1, 1)):
-    """(1, 3, H, W) RGB tensor in ``min_max`` -> HWC BGR uint8 (clamped)."""
+def output2img(tensor, min_max=(-1, 1), dtype=np.uint8):
+    """(1, 3, H, W) RGB tensor in ``min_max`` -> HWC BGR ``dtype`` (uint8 or uint16; clamped)."""
     t = tensor.detach().float().cpu()[0].clamp(*min_max)
     t = (t - min_max[0]) / (min_max[1] - min_max[0])
-    return np.ascontiguousarray((t.numpy().transpose(1, 2, 0)[..., ::-1] * 255.0).round().astype(np.uint8))
+    peak = 65535.0 if dtype == np.uint16 else 255.0
+    return np.ascontiguousarray((t.numpy().transpose(1, 2, 0)[..., ::-1] * peak).round().astype(dtype))
 
 
 def build_net_from_options(opt_path, drop_keys=('vqgan_path', 'model_path')):

@@ -23,13 +23,14 @@ class OptionError(ValueError):
 
 
 def _plain(obj):
-    """Turn mmengine ConfigDicts into plain dicts/lists and '1e-4'-style strings into floats.
+    """Turn mmengine ConfigDicts into plain dicts/lists, '1e-4'-style strings into floats, keys into strings.
 
     PyYAML (BasicSR's loader) reads ``1e-4`` as a string; every BasicSR user has hit the resulting
-    ``'<=' not supported between 'float' and 'str'`` from the optimizer at least once.
+    ``'<=' not supported between 'float' and 'str'`` from the optimizer at least once. BasicSR's option
+    printer needs string keys (``{8: 64}`` -> ``{'8': 64}``).
     """
     if isinstance(obj, dict):
-        return {k: _plain(v) for k, v in obj.items()}
+        return {str(k): _plain(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
         return [_plain(v) for v in obj]
     if isinstance(obj, str) and _SCI_FLOAT.match(obj):
