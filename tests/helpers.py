@@ -146,5 +146,9 @@ def make_tiny_femasr_workdir(root, photos=('coffee', 'chelsea', 'rocket', 'astro
     torch.nn.init.normal_(prior.quantize_group[0].embedding.weight)
     path = os.path.join(root, 'experiments', 'pretrained_models', 'tiny', 'femasr_hq_tiny.pth')
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    torch.save({'params': prior.state_dict()}, path)
+    state_dict = prior.state_dict()
+    # like the released FeMaSR_HRP_model_g.pth: the HQ-pretraining semantic branch rides along (ignored on load)
+    state_dict['conv_semantic.0.weight'] = torch.zeros(8, 8, 1, 1)
+    state_dict['vgg_feat_extractor.mean'] = torch.zeros(1, 3, 1, 1)
+    torch.save({'params': state_dict}, path)
     return path

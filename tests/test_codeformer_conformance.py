@@ -98,3 +98,17 @@ def test_official_checkpoint_initialises_bottleneck_variants(codeformer_case, tm
     assert torch.equal(sinca_net.fuse_convs_dict['32'].scale[0].weight, sd['fuse_convs_dict.32.scale.0.weight'])
     with pytest.raises(ValueError, match=r'codeformer.pth does not match SinCACodeFormer: \d+ missing keys'):
         load_state_dict_report(sinca_net, sd, strict=True, source='codeformer.pth')
+
+
+def test_discriminator_layout_and_release_loading(tmp_path):
+    from basicsr_sinca.archs.codeformer_arch import VQGANDiscriminator
+    d = VQGANDiscriminator()
+    sd = d.state_dict()
+    assert len(sd) == 28 and sum(v.numel() for v in sd.values()) == 6963781  # incl. BatchNorm statistics
+    assert d(torch.zeros(1, 3, 64, 64)).shape[1] == 1
+    torch.save({'params_d': sd}, tmp_path / 'vqgan_discriminator.pth')
+    loaded = VQGANDiscriminator(model_path=str(tmp_path / 'vqgan_discriminator.pth'))
+    assert all(torch.equal(loaded.state_dict()[k], v) for k, v in sd.items())
+    torch.save({'params': {k: v for k, v in sd.items() if not k.startswith('main.14')}}, tmp_path / 'short.pth')
+    with pytest.raises(ValueError, match=r'does not match VQGANDiscriminator: 2 missing keys \(main.14.bias'):
+        VQGANDiscriminator(model_path=str(tmp_path / 'short.pth'))

@@ -9,7 +9,7 @@ from helpers import sub_env
 EXPECTED = {
     'arch': {'SinCATransformer', 'SinCAIndexTransformer', 'VQAutoEncoder', 'VQGANDiscriminator', 'SinCACodeFormer',
              'CodeFormer', 'SinCAFeMaSRNet', 'FeMaSRNet'},
-    'model': {'CodeFormerStage2Model', 'CodeFormerStage3Model', 'FeMaSRLQModel'},
+    'model': {'CodeFormerPriorModel', 'CodeFormerStage2Model', 'CodeFormerStage3Model', 'FeMaSRLQModel'},
     'loss': {'FeatureMatchingLoss', 'CodeCrossEntropyLoss', 'LPIPSLoss', 'FeMaSRCodebookLoss'},
     'dataset': {'FFHQBlindDataset', 'FFHQBlindJointDataset', 'BSRGANTrainDataset', 'PairedResizeCropDataset'},
     'metric': {'calculate_lpips'},

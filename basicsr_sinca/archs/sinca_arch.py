@@ -336,6 +336,27 @@ class SinCATransformer(nn.Module):
         out = self.fuse(torch.cat([tokens, x], dim=-1)).transpose(1, 2).reshape(b, c, h, w)
         return (out, splits) if return_attn_split else out
 
+    @torch.no_grad()
+    def attention_maps(self, lq_feat, codebook, query_index):
+        """Attention weights of some query positions in every layer (for figures like the paper's Fig. 7).
+
+        Args:
+            lq_feat (Tensor): (B, C, H, W).
+            codebook (Tensor): (M, C) or (B, M, C).
+            query_index (list[int]): Row-major token positions (row·W + col).
+
+        Returns:
+            list[Tensor]: One (B, heads, Q, K) tensor per layer; keys are the H·W tokens, then the M codebook items
+            (only tokens for ``'sa'``, only items for ``'ca'``).
+        """
+        b, c, h, w = lq_feat.shape
+        x = lq_feat.flatten(2).transpose(1, 2)
+        maps = []
+        for layer in self.layers:
+            maps.append(layer.attn.attention_weights(layer.norm1(x), layer.normed_codebook(codebook), query_index))
+            x = layer(x, codebook, (h, w))
+        return maps
+
 
 @ARCH_REGISTRY.register()
 class SinCAIndexTransformer(SinCATransformer):

@@ -1,4 +1,6 @@
 """Training-model base shared by the baselines (not registered)."""
+from collections import OrderedDict
+
 import torch
 from basicsr.archs import build_network
 from basicsr.losses import build_loss
@@ -18,7 +20,10 @@ class SinCABaseModel(SRModel):
     * The bottleneck's code-level losses against teacher targets (:meth:`code_losses`).
     * A discriminator (``network_d``, ``path.pretrain_network_d``) with its optimizer and hinge/any-GAN step.
     * ``val.key_metric``: after a validation that improves it, ``net_g_best.pth`` (and ``net_d_best.pth``) are saved.
+    * Visuals in [0, 1] whatever ``image_range`` the network works in (CodeFormer: [-1, 1]).
     """
+
+    image_range = (0.0, 1.0)
 
     def setup_ema(self):
         """Build ``net_g_ema`` when ``train.ema_decay > 0`` (from ``params_ema`` of the pretrained file if any)."""
@@ -114,6 +119,13 @@ class SinCABaseModel(SRModel):
             self.optimizer_d = self.get_optimizer(opt_d.pop('type'), self.net_d.parameters(), **opt_d)
             self.optimizers.append(self.optimizer_d)
 
+    @staticmethod
+    def adaptive_gan_weight(recon_loss, gan_loss, last_layer, max_weight=1.0):
+        """VQGAN's adaptive weight ``clamp(|grad recon| / (|grad gan| + 1e-4), 0, max_weight)`` at ``last_layer``."""
+        rec_grad = torch.autograd.grad(recon_loss, last_layer, retain_graph=True)[0]
+        gan_grad = torch.autograd.grad(gan_loss, last_layer, retain_graph=True)[0]
+        return (rec_grad.norm() / (gan_grad.norm() + 1e-4)).clamp(0.0, max_weight).detach()
+
     def set_d_trainable(self, flag):
         for p in self.net_d.parameters():
             p.requires_grad = flag
@@ -138,3 +150,15 @@ class SinCABaseModel(SRModel):
         if hasattr(self, 'net_d'):
             self.save_network(self.net_d, 'net_d', current_iter)
         self.save_training_state(epoch, current_iter)
+
+    def get_current_visuals(self):
+        """lq / result / gt mapped from ``image_range`` to [0, 1] (BasicSR's validation clamps to [0, 1])."""
+        low, high = self.image_range
+
+        def to01(t):
+            return (t.detach().cpu() - low) / (high - low)
+
+        out = OrderedDict(lq=to01(self.lq), result=to01(self.output))
+        if hasattr(self, 'gt'):
+            out['gt'] = to01(self.gt)
+        return out

@@ -17,7 +17,7 @@ from basicsr_sinca.archs.bottleneck_arch import lookup_codes, nearest_code_indic
 from basicsr_sinca.archs.codeformer_arch import load_official_weights
 from basicsr_sinca.models.base import SinCABaseModel
 
-__all__ = ['CodeFormerStage2Model', 'CodeFormerStage3Model', 'parse_fidelity_schedule']
+__all__ = ['CodeFormerPriorModel', 'CodeFormerStage2Model', 'CodeFormerStage3Model', 'parse_fidelity_schedule']
 
 # CodeFormer stage 3 (until_iter, w, full_pass_every): full passes on the small degradation train the fusion
 # layers with image losses; the other iterations are code-only passes on the large degradation.
@@ -46,6 +46,7 @@ class CodeFormerBaseModel(SinCABaseModel):
     """Shared by both stages: frozen HQ teacher, code-level losses, [-1, 1] visuals, EMA evaluation."""
 
     default_val_w = 0.0
+    image_range = (-1.0, 1.0)
 
     def init_training_settings(self):
         self.net_g.train()
@@ -96,13 +97,6 @@ class CodeFormerBaseModel(SinCABaseModel):
         with torch.no_grad():
             self.output = net(self.lq, w=w, adain=adain)[0]
         net.train(was_training)
-
-    def get_current_visuals(self):
-        """Images in [0, 1] (BasicSR's validation clamps to [0, 1]): CodeFormer's outputs are in [-1, 1]."""
-        out = OrderedDict(lq=(self.lq.detach().cpu() + 1) / 2, result=(self.output.detach().cpu() + 1) / 2)
-        if hasattr(self, 'gt'):
-            out['gt'] = (self.gt.detach().cpu() + 1) / 2
-        return out
 
 
 @MODEL_REGISTRY.register()
@@ -173,14 +167,6 @@ class CodeFormerStage3Model(CodeFormerBaseModel):
                 return w, every > 0 and current_iter % every == 0
         raise AssertionError('unreachable: the schedule ends open')
 
-    def adaptive_gan_weight(self, recon_loss, gan_loss):
-        bare = self.get_bare_model(self.net_g)
-        last = bare.fuse_convs_dict[max(bare.connect_list, key=int)].shift[-1].weight
-        rec_grad = torch.autograd.grad(recon_loss, last, retain_graph=True)[0]
-        gan_grad = torch.autograd.grad(gan_loss, last, retain_graph=True)[0]
-        weight = rec_grad.norm() / (gan_grad.norm() + 1e-4)
-        return weight.clamp(0.0, 1.0).detach() * self.scale_adaptive_gan_weight
-
     def optimize_parameters(self, current_iter):
         w, full = self.fidelity_step(current_iter)
         self.set_d_trainable(False)
@@ -206,7 +192,10 @@ class CodeFormerStage3Model(CodeFormerBaseModel):
             l_total = l_total + recon
             if use_gan:
                 l_g_gan = self.cri_gan(self.net_d(self.output), True, is_disc=False)
-                d_weight = self.adaptive_gan_weight(recon, l_g_gan) if torch.is_tensor(recon) else 1.0
+                bare = self.get_bare_model(self.net_g)
+                last = bare.fuse_convs_dict[max(bare.connect_list, key=int)].shift[-1].weight
+                d_weight = (self.adaptive_gan_weight(recon, l_g_gan, last) * self.scale_adaptive_gan_weight
+                            if torch.is_tensor(recon) else self.scale_adaptive_gan_weight)
                 loss_dict['l_g_gan'] = d_weight * l_g_gan
                 loss_dict['d_weight'] = torch.as_tensor(d_weight, device=self.device)
                 l_total = l_total + loss_dict['l_g_gan']
@@ -218,3 +207,102 @@ class CodeFormerStage3Model(CodeFormerBaseModel):
         if use_gan:
             self.optimize_discriminator(self.output, loss_dict)
         self.log_dict = self.reduce_loss_dict(loss_dict)
+
+
+@MODEL_REGISTRY.register()
+class CodeFormerPriorModel(SinCABaseModel):
+    """Stage 1: the VQGAN prior (``VQAutoEncoder``) auto-encoding HQ images, CodeFormer's recipe.
+
+    L1 (``pixel_opt``) + LPIPS (``perceptual_opt``) + the quantiser's codebook loss (``codebook_loss_weight``,
+    default 1) + hinge GAN (``gan_opt``, CodeFormer's ``VQGANDiscriminator``) after ``net_d_start_iter``, weighted
+    by the adaptive weight at the generator's last conv (clamped to 1) times ``disc_weight`` (0.8). The
+    discriminator trains from the same iteration. Logs the codebook perplexity. Images in [-1, 1] from the
+    ``gt`` key (e.g. ``FFHQBlindDataset`` with ``use_corrupt: false``).
+
+    ``train.codebook_restart_every: N`` (not in CodeFormer's recipe; off by default) re-seeds the codes unused
+    during the last N iterations with encoder outputs of the current batch — against the codebook collapse of
+    very short trainings such as the quickstart's.
+    """
+
+    image_range = (-1.0, 1.0)
+
+    def init_training_settings(self):
+        train_opt = self.opt['train']
+        self.net_g.train()
+        self.setup_ema()
+        self.setup_discriminator()
+        self.cri_pix = build_loss(train_opt['pixel_opt']).to(self.device) if train_opt.get('pixel_opt') else None
+        self.cri_perceptual = (build_loss(train_opt['perceptual_opt']).to(self.device)
+                               if train_opt.get('perceptual_opt') else None)
+        self.cri_gan = build_loss(train_opt['gan_opt']).to(self.device) if train_opt.get('gan_opt') else None
+        self.codebook_loss_weight = train_opt.get('codebook_loss_weight', 1.0)
+        self.net_d_start_iter = train_opt.get('net_d_start_iter', 30001)
+        self.disc_weight = train_opt.get('disc_weight', 0.8)
+        self.restart_every = int(train_opt.get('codebook_restart_every') or 0)
+        self.code_counts = None
+        self.setup_optimizers()
+        self.setup_schedulers()
+
+    @torch.no_grad()
+    def restart_dead_codes(self, current_iter, stats):
+        """Count code usage; every ``restart_every`` iterations re-seed unused codes from encoder outputs."""
+        codebook = self.get_bare_model(self.net_g).quantize.embedding.weight
+        counts = torch.bincount(stats['min_encoding_indices'].reshape(-1), minlength=codebook.shape[0])
+        self.code_counts = counts if self.code_counts is None else self.code_counts + counts
+        if current_iter % self.restart_every:
+            return 0
+        if self.opt['dist']:
+            torch.distributed.all_reduce(self.code_counts)
+        dead = (self.code_counts == 0).nonzero().reshape(-1)
+        if dead.numel():
+            z = self.get_bare_model(self.net_g).encoder(self.gt).permute(0, 2, 3, 1).reshape(-1, codebook.shape[1])
+            pick = torch.randint(0, z.shape[0], (dead.numel(), ), device=z.device)
+            codebook[dead] = z[pick]
+            if self.opt['dist']:
+                torch.distributed.broadcast(codebook, src=0)
+        self.code_counts = None
+        return dead.numel()
+
+    def feed_data(self, data):
+        self.gt = data['gt'].to(self.device)
+        self.lq = self.gt  # the input of an auto-encoder; shown as "lq" in visuals
+
+    def optimize_parameters(self, current_iter):
+        self.set_d_trainable(False)
+        self.optimizer_g.zero_grad()
+        self.output, l_codebook, stats = self.net_g(self.gt)
+        loss_dict = OrderedDict(l_codebook=l_codebook * self.codebook_loss_weight)
+        recon = 0
+        if self.cri_pix is not None:
+            loss_dict['l_pix'] = self.cri_pix(self.output, self.gt)
+            recon = recon + loss_dict['l_pix']
+        if self.cri_perceptual is not None:
+            loss_dict['l_percep'] = self.cri_perceptual(self.output, self.gt)
+            recon = recon + loss_dict['l_percep']
+        l_total = recon + loss_dict['l_codebook']
+        use_gan = self.cri_gan is not None and current_iter > self.net_d_start_iter
+        if use_gan:
+            l_g_gan = self.cri_gan(self.net_d(self.output), True, is_disc=False)
+            last = self.get_bare_model(self.net_g).generator.blocks[-1].weight
+            d_weight = self.adaptive_gan_weight(recon, l_g_gan, last) * self.disc_weight
+            loss_dict['l_g_gan'], loss_dict['d_weight'] = d_weight * l_g_gan, d_weight
+            l_total = l_total + loss_dict['l_g_gan']
+        l_total.backward()
+        self.optimizer_g.step()
+        if self.ema_decay > 0:
+            self.model_ema(decay=self.ema_decay)
+        loss_dict['perplexity'] = stats['perplexity'].detach()
+        if self.restart_every:
+            loss_dict['restarted_codes'] = torch.tensor(float(self.restart_dead_codes(current_iter, stats)),
+                                                        device=self.device)
+        if use_gan:
+            self.optimize_discriminator(self.output, loss_dict)
+        self.log_dict = self.reduce_loss_dict(loss_dict)
+
+    def test(self):
+        net = self.net_g_ema if hasattr(self, 'net_g_ema') else self.net_g
+        was_training = net.training
+        net.eval()
+        with torch.no_grad():
+            self.output = net(self.gt)[0]
+        net.train(was_training)

@@ -1,0 +1,35 @@
+"""The README's main job: the quickstart's --fast mode end to end (stage 1 + five restoration stages + report)."""
+import json
+import math
+
+from helpers import entry_cmd, run_cmd
+
+BOTTLENECKS = ['nearest', 'index', 'sa', 'ca', 'sinca']
+
+
+def test_quickstart_fast(tmp_path):
+    out = tmp_path / 'qs'
+    proc = run_cmd(entry_cmd('quickstart', '--fast', '--out', out), cwd=tmp_path, timeout=900)
+    res = json.loads((out / 'results.json').read_text())
+    assert res['seeds'] == [0]
+    assert list(res['summary']) == BOTTLENECKS
+    for name in BOTTLENECKS:
+        row = res['summary'][name]
+        for metric in ('psnr', 'ssim', 'psnr_to_prior', 'latent_mse'):
+            assert math.isfinite(row[metric]['mean']), (name, metric)
+        assert (row.get('index_accuracy') is not None) == (name in ('nearest', 'index'))
+        if row.get('index_accuracy'):
+            assert 0 <= row['index_accuracy']['mean'] <= 1 and 0 < row['codebook_usage']['mean'] <= 1
+    assert res['split']['eval_photos'] and set(res['split']['train_photos']).isdisjoint({'stereo_motorcycle'})
+    # empty columns say why
+    assert 'NIQE needs at least 192 px' in res['empty_columns']['niqe']
+    table = (out / 'results.md').read_text()
+    for name in BOTTLENECKS:
+        assert f'| {name} |' in table
+    assert table in proc.stdout
+    for png in ('grid.png', 'attention_split.png', 'attention_maps.png', 'code_stats.png'):
+        assert (out / png).stat().st_size > 1000, png
+    assert res['timings_s']['total'] > 0
+    # every training went through the entry point and left its experiment folder and log
+    assert (out / 'experiments' / 'quickstart_prior' / 'models' / 'net_g_latest.pth').is_file()
+    assert len(list((out / 'logs').glob('*.log'))) == 6
