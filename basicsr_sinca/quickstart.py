@@ -35,7 +35,7 @@ BOTTLENECKS = {
 TRAIN_PHOTOS = ('astronaut', 'chelsea', 'coffee', 'rocket', 'camera')
 EVAL_PHOTO = 'stereo_motorcycle (left view)'
 CROP = 64
-NIQE_MIN_SIZE = 192
+NIQE_SIZE = 192  # BasicSR's NIQE needs about 192 px; measured on larger held-out crops
 
 
 def build_parser():
@@ -51,6 +51,8 @@ def build_parser():
     parser.add_argument('--jobs', type=int, default=2, help='restoration trainings run in parallel (default 2)')
     parser.add_argument('--train_crops', type=int, default=15, help='training crops per photo (default 15)')
     parser.add_argument('--eval_crops', type=int, default=16, help='held-out evaluation crops (default 16)')
+    parser.add_argument('--niqe_crops', type=int, default=4,
+                        help=f'held-out {NIQE_SIZE} px crops for NIQE (default 4)')
     return parser
 
 
@@ -62,7 +64,7 @@ def repo_options():
     return folder
 
 
-def make_data(out, train_crops, eval_crops):
+def make_data(out, train_crops, eval_crops, niqe_crops):
     """Crops of the training photos and of the held-out photo; returns the split record."""
     import cv2
     import skimage.data
@@ -82,8 +84,13 @@ def make_data(out, train_crops, eval_crops):
     moto = cv2.resize(moto, (moto.shape[1] // 2, moto.shape[0] // 2), interpolation=cv2.INTER_AREA)
     for i, crop in enumerate(random_crops(moto, CROP, eval_crops, rng)):
         cv2.imwrite(osp.join(eval_dir, f'motorcycle_{i:02d}.png'), crop)
+    niqe_dir = eval_dir + f'_{NIQE_SIZE}'
+    os.makedirs(niqe_dir, exist_ok=True)
+    for i, crop in enumerate(random_crops(moto, NIQE_SIZE, niqe_crops, rng)):
+        cv2.imwrite(osp.join(niqe_dir, f'motorcycle_{i:02d}.png'), crop)
     split = {'train_photos': list(TRAIN_PHOTOS), 'train_crops': len(TRAIN_PHOTOS) * train_crops,
              'eval_photos': [EVAL_PHOTO], 'eval_crops': eval_crops, 'crop_size': CROP,
+             'niqe_crops': niqe_crops, 'niqe_crop_size': NIQE_SIZE,
              'source': 'scikit-image bundled images, downscaled by 2, random crops (seed 0)'}
     with open(osp.join(out, 'datasets', 'quickstart', 'split.json'), 'w') as f:
         json.dump(split, f, indent=2)
@@ -118,14 +125,20 @@ def run_training(out, opt_file, threads):
     return time.time() - start
 
 
-def evaluation_set(out):
-    """The held-out crops with CodeFormer's blind degradation at a fixed seed (the training ranges)."""
+def evaluation_set(out, size=CROP):
+    """The held-out crops (``size`` px) with CodeFormer's blind degradation at a fixed seed (training ranges)."""
     from basicsr_sinca.data.ffhq_blind_dataset import FFHQBlindDataset
     from basicsr_sinca.utils.options import load_options
     opt = dict(load_options(osp.join(repo_options(), 'common.yml'))['datasets']['train'])
-    opt.update(name='photos_eval', phase='val', dataroot_gt=osp.join(out, 'datasets', 'quickstart', 'eval_gt'),
-               seed=2024)
+    folder = osp.join(out, 'datasets', 'quickstart', 'eval_gt' + ('' if size == CROP else f'_{size}'))
+    opt.update(name='photos_eval', phase='val', dataroot_gt=folder, seed=2024, gt_size=size, in_size=size)
     return FFHQBlindDataset(opt)
+
+
+def stack(dataset):
+    import torch
+    items = [dataset[i] for i in range(len(dataset))]
+    return torch.stack([it['lq'] for it in items]), torch.stack([it['gt'] for it in items])
 
 
 def lpips_status():
@@ -146,17 +159,18 @@ def evaluate(out, runs, prior_path, progress):
     the latent error ||z - z_hat||^2 against the prior's quantised GT latent.
     """
     import torch
-    from basicsr.metrics import calculate_psnr, calculate_ssim
+    from basicsr.metrics import calculate_niqe, calculate_psnr, calculate_ssim
 
     from basicsr_sinca.utils.analysis import (BottleneckProbe, attention_split, build_teacher, codebook_usage,
                                               index_accuracy, to_uint8)
     from basicsr_sinca.utils.checkpoint import read_state_dict
     from basicsr_sinca.utils.inference import build_net_from_options
-    dataset = evaluation_set(out)
-    items = [dataset[i] for i in range(len(dataset))]
-    lq = torch.stack([it['lq'] for it in items])
-    gt = torch.stack([it['gt'] for it in items])
+    lq, gt = stack(evaluation_set(out))
+    lq_big, gt_big = stack(evaluation_set(out, NIQE_SIZE))
     lpips_fn, lpips_reason = lpips_status()
+
+    def niqe(imgs):
+        return float(np.mean([calculate_niqe(img, crop_border=0) for img in imgs]))
 
     def image_metrics(imgs, refs):
         return {
@@ -190,6 +204,9 @@ def evaluate(out, runs, prior_path, progress):
         if 'indices' in aux:
             row['index_accuracy'] = index_accuracy(aux['indices'], gt_idx)
             row['codebook_usage'] = codebook_usage(aux['indices'], probe.codebook.shape[0])
+        if probe.net.bottleneck_type != 'index':  # CodeFormer's index transformer only knows its 8x8 positions
+            with torch.no_grad():
+                row['niqe'] = niqe(as_images(probe.restore(lq_big, w=0.0)[0]))
         results[(bottleneck, seed)] = row
         if seed == min(s for b, s in runs if b == bottleneck):
             images[bottleneck] = outs
@@ -200,8 +217,14 @@ def evaluate(out, runs, prior_path, progress):
     lq_imgs = as_images(lq)
     references = {'LQ input': dict(image_metrics(lq_imgs, gt_imgs), psnr_to_prior=image_metrics(lq_imgs,
                                                                                                  prior_imgs)['psnr']),
-                  'prior on GT (upper bound)': image_metrics(prior_imgs, gt_imgs)}
-    reasons = {'lpips': lpips_reason, 'niqe': f'crops are {CROP} px; NIQE needs at least {NIQE_MIN_SIZE} px'}
+                  'prior on GT (upper bound)': image_metrics(prior_imgs, gt_imgs), 'GT': {}}
+    references['LQ input']['niqe'] = niqe(as_images(lq_big))
+    with torch.no_grad():
+        references['prior on GT (upper bound)']['niqe'] = niqe(as_images(teacher.prior(gt_big)[0]))
+    references['GT'] = {'psnr': None, 'ssim': None, 'lpips': None, 'niqe': niqe(as_images(gt_big))}
+    reasons = {'lpips': lpips_reason,
+               'niqe': f"not for 'index': CodeFormer's index transformer has a fixed {CROP // 8}x{CROP // 8} position "
+                       f'table and cannot run on the {NIQE_SIZE} px crops NIQE needs'}
     return results, references, {'lq': lq_imgs, 'gt': gt_imgs, 'prior': prior_imgs, **images}, extras, reasons, lq
 
 
@@ -231,14 +254,18 @@ def markdown(table, references, reasons, split, seeds, timings):
         lines.append(f"| {name} | {cell(row['psnr'], 2)} | {cell(row['ssim'], 4)} | {cell(row['lpips'], 4)} | "
                      f"{cell(row['niqe'], 2)} | {cell(row['psnr_to_prior'], 2)} | {cell(row['latent_mse'], 4)} | "
                      f"{cell(row.get('index_accuracy'), 4)} | {cell(row.get('codebook_usage'), 4)} |")
+    def plain(v, digits):
+        return '–' if v is None else f'{v:.{digits}f}'
+
     for label, row in references.items():
-        lpips = '–' if row['lpips'] is None else f"{row['lpips']:.4f}"
-        to_prior = f"{row['psnr_to_prior']:.2f}" if 'psnr_to_prior' in row else '–'
-        lines.append(f"| *{label}* | {row['psnr']:.2f} | {row['ssim']:.4f} | {lpips} | – | {to_prior} | – | – | – |")
+        lines.append(f"| *{label}* | {plain(row['psnr'], 2)} | {plain(row['ssim'], 4)} | {plain(row['lpips'], 4)} | "
+                     f"{plain(row['niqe'], 2)} | {plain(row.get('psnr_to_prior'), 2)} | – | – | – |")
     ranking = sorted(table, key=lambda k: -table[k]['psnr'][0])
     lines += ['', f"Ranking by PSNR (as measured here): {' > '.join(ranking)}.", '']
-    empty = [k for k, v in reasons.items() if v and all(r[k] is None for r in table.values())]
-    lines += [f'- {k.upper()} empty: {reasons[k]}' for k in empty]
+    empty = [k for k, v in reasons.items() if v and any(r[k] is None for r in table.values())]
+    lines += [f'- {k.upper()} missing: {reasons[k]}' for k in empty]
+    lines += [f"- NIQE on {split['niqe_crops']} held-out {split['niqe_crop_size']} px crops (the networks run at any "
+              'size but the index transformer), the other columns on the 64 px crops.']
     lines += ['- PSNR to prior(GT): against the prior\'s reconstruction of the GT, i.e. what decoding the ideal latent '
               'gives; latent MSE: ||z - z_hat||^2 of the decoder input against the prior\'s quantised GT latent. Both '
               'isolate the bottleneck from the quality of the tiny prior.',
@@ -281,7 +308,7 @@ def main(argv=None):
     timings = {}
     print(f'quickstart: {len(seeds)} seed(s), prior {prior_iters} iterations, restoration {iters} iterations x '
           f'{len(BOTTLENECKS)} bottlenecks -> {out}', flush=True)
-    split = make_data(out, args.train_crops, args.eval_crops)
+    split = make_data(out, args.train_crops, args.eval_crops, args.niqe_crops)
     timings['data'] = time.time() - t0
 
     total_runs = 1 + len(BOTTLENECKS) * len(seeds)

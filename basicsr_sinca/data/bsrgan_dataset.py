@@ -5,12 +5,12 @@ from os import path as osp
 import cv2
 from basicsr.data.data_util import paired_paths_from_folder, paired_paths_from_meta_info_file, paths_from_folder
 from basicsr.data.transforms import augment, paired_random_crop
-from basicsr.utils import FileClient, img2tensor
+from basicsr.utils import img2tensor
 from basicsr.utils.registry import DATASET_REGISTRY
 from torch.utils import data
 
 from basicsr_sinca.data.bsrgan_degradation import degradation_bsrgan
-from basicsr_sinca.data.data_util import IMG_EXTENSIONS, decode_image, sample_rng
+from basicsr_sinca.data.data_util import IMG_EXTENSIONS, decode_image, make_file_client, sample_rng
 
 __all__ = ['BSRGANTrainDataset', 'PairedResizeCropDataset']
 
@@ -71,8 +71,7 @@ class BSRGANTrainDataset(data.Dataset):
 
     def __getitem__(self, index):
         if self.file_client is None:
-            opt = dict(self.io_backend_opt)
-            self.file_client = FileClient(opt.pop('type', 'disk'), **opt)
+            self.file_client = make_file_client(self.io_backend_opt)
         rng = sample_rng(self.seed, index)
         path = self.paths[index]
         img = decode_image(self.file_client.get(path, 'gt'), path, self.where)
@@ -131,8 +130,7 @@ class PairedResizeCropDataset(data.Dataset):
 
     def __getitem__(self, index):
         if self.file_client is None:
-            opt = dict(self.io_backend_opt)
-            self.file_client = FileClient(opt.pop('type', 'disk'), **opt)
+            self.file_client = make_file_client(self.io_backend_opt)
         rng = sample_rng(self.seed, index)
         paths = self.paths[index]
         gt = decode_image(self.file_client.get(paths['gt_path'], 'gt'), paths['gt_path'], self.where)

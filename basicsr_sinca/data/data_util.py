@@ -1,9 +1,9 @@
 """Small helpers shared by the datasets of this package (reading, per-sample randomness, JPEG)."""
 import cv2
 import numpy as np
-from basicsr.utils import imfrombytes
+from basicsr.utils import FileClient, imfrombytes
 
-__all__ = ['sample_rng', 'decode_image', 'jpeg_compress', 'IMG_EXTENSIONS']
+__all__ = ['sample_rng', 'decode_image', 'jpeg_compress', 'make_file_client', 'IMG_EXTENSIONS']
 
 IMG_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff', '.webp')
 
@@ -14,6 +14,12 @@ def sample_rng(seed, index):
     if seed is not None:
         return np.random.default_rng([int(seed), int(index)])
     return np.random.default_rng(np.random.randint(0, 2**31 - 1))
+
+
+def make_file_client(io_backend_opt):
+    """A BasicSR ``FileClient`` from ``io_backend`` options (created lazily in each data-loader worker)."""
+    opt = dict(io_backend_opt)
+    return FileClient(opt.pop('type', 'disk'), **opt)
 
 
 def decode_image(img_bytes, path, where):

@@ -14,11 +14,11 @@ import torch
 import torchvision.transforms.functional as TF
 from basicsr.data.data_util import paths_from_folder, paths_from_lmdb
 from basicsr.data.degradations import bivariate_Gaussian
-from basicsr.utils import FileClient, img2tensor
+from basicsr.utils import img2tensor
 from basicsr.utils.registry import DATASET_REGISTRY
 from torch.utils import data
 
-from basicsr_sinca.data.data_util import IMG_EXTENSIONS, decode_image, jpeg_compress, sample_rng
+from basicsr_sinca.data.data_util import IMG_EXTENSIONS, decode_image, jpeg_compress, make_file_client, sample_rng
 
 __all__ = ['FFHQBlindDataset', 'FFHQBlindJointDataset', 'BlindDegradation']
 
@@ -184,8 +184,7 @@ class FFHQBlindDataset(data.Dataset):
     def read_gt(self, index):
         """GT as HWC BGR float32 [0, 1] of ``gt_size`` and its path."""
         if self.file_client is None:
-            opt = dict(self.io_backend_opt)
-            self.file_client = FileClient(opt.pop('type', 'disk'), **opt)
+            self.file_client = make_file_client(self.io_backend_opt)
         path = self.paths[index]
         img = decode_image(self.file_client.get(path, 'gt'), path, self.where)
         if img.shape[:2] != (self.gt_size, self.gt_size):

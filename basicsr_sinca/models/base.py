@@ -1,5 +1,6 @@
 """Training-model base shared by the baselines (not registered)."""
 from collections import OrderedDict
+from contextlib import contextmanager
 
 import torch
 from basicsr.archs import build_network
@@ -97,6 +98,23 @@ class SinCABaseModel(SRModel):
             if hasattr(self, 'net_d'):
                 self.save_network(self.net_d, 'net_d', 'best')
 
+    def setup_image_losses(self):
+        """``pixel_opt``, ``perceptual_opt`` and ``gan_opt`` of ``train`` (each optional)."""
+        train_opt = self.opt['train']
+        for attr, key in (('cri_pix', 'pixel_opt'), ('cri_perceptual', 'perceptual_opt'), ('cri_gan', 'gan_opt')):
+            setattr(self, attr, build_loss(train_opt[key]).to(self.device) if train_opt.get(key) else None)
+
+    def image_losses(self, output, loss_dict, pix_key='l_pix', percep_key='l_percep'):
+        """Pixel + perceptual loss of ``output`` against ``self.gt``; adds to ``loss_dict``, returns the sum."""
+        total = 0
+        if self.cri_pix is not None:
+            loss_dict[pix_key] = self.cri_pix(output, self.gt)
+            total = total + loss_dict[pix_key]
+        if self.cri_perceptual is not None:
+            loss_dict[percep_key] = self.cri_perceptual(output, self.gt)
+            total = total + loss_dict[percep_key]
+        return total
+
     def setup_discriminator(self):
         """Build ``net_d`` from ``network_d`` (weights from ``path.pretrain_network_d`` with ``param_key_d``)."""
         self.net_d = self.model_to_device(build_network(self.opt['network_d']))
@@ -150,6 +168,18 @@ class SinCABaseModel(SRModel):
         if hasattr(self, 'net_d'):
             self.save_network(self.net_d, 'net_d', current_iter)
         self.save_training_state(epoch, current_iter)
+
+    @contextmanager
+    def evaluation_net(self):
+        """The network to evaluate (EMA if any), in eval mode and without autograd for the block."""
+        net = self.net_g_ema if hasattr(self, 'net_g_ema') else self.net_g
+        was_training = net.training
+        net.eval()
+        try:
+            with torch.no_grad():
+                yield net
+        finally:
+            net.train(was_training)
 
     def get_current_visuals(self):
         """lq / result / gt mapped from ``image_range`` to [0, 1] (BasicSR's validation clamps to [0, 1])."""

@@ -9,7 +9,6 @@ from copy import deepcopy
 
 import torch
 from basicsr.archs import build_network
-from basicsr.losses import build_loss
 from basicsr.utils import get_root_logger
 from basicsr.utils.registry import MODEL_REGISTRY
 
@@ -91,12 +90,8 @@ class CodeFormerBaseModel(SinCABaseModel):
         val_opt = self.opt.get('val') or {}
         w = val_opt.get('fidelity_weight', self.default_val_w)
         adain = val_opt.get('adain', False)
-        net = self.net_g_ema if hasattr(self, 'net_g_ema') else self.net_g
-        was_training = net.training
-        net.eval()
-        with torch.no_grad():
+        with self.evaluation_net() as net:
             self.output = net(self.lq, w=w, adain=adain)[0]
-        net.train(was_training)
 
 
 @MODEL_REGISTRY.register()
@@ -150,10 +145,7 @@ class CodeFormerStage3Model(CodeFormerBaseModel):
         super().init_training_settings()
         train_opt = self.opt['train']
         self.setup_discriminator()
-        self.cri_pix = build_loss(train_opt['pixel_opt']).to(self.device) if train_opt.get('pixel_opt') else None
-        self.cri_perceptual = (build_loss(train_opt['perceptual_opt']).to(self.device)
-                               if train_opt.get('perceptual_opt') else None)
-        self.cri_gan = build_loss(train_opt['gan_opt']).to(self.device) if train_opt.get('gan_opt') else None
+        self.setup_image_losses()
         self.net_d_start_iter = train_opt.get('net_d_start_iter', 5001)
         self.scale_adaptive_gan_weight = train_opt.get('scale_adaptive_gan_weight', 0.1)
         self.fidelity_schedule = parse_fidelity_schedule(train_opt.get('fidelity_schedule', OFFICIAL_FIDELITY_SCHEDULE))
@@ -182,13 +174,7 @@ class CodeFormerStage3Model(CodeFormerBaseModel):
 
         use_gan = full and self.cri_gan is not None and current_iter > self.net_d_start_iter
         if full:
-            recon = 0
-            if self.cri_pix is not None:
-                loss_dict['l_g_pix'] = self.cri_pix(self.output, self.gt)
-                recon = recon + loss_dict['l_g_pix']
-            if self.cri_perceptual is not None:
-                loss_dict['l_g_percep'] = self.cri_perceptual(self.output, self.gt)
-                recon = recon + loss_dict['l_g_percep']
+            recon = self.image_losses(self.output, loss_dict, 'l_g_pix', 'l_g_percep')
             l_total = l_total + recon
             if use_gan:
                 l_g_gan = self.cri_gan(self.net_d(self.output), True, is_disc=False)
@@ -231,10 +217,7 @@ class CodeFormerPriorModel(SinCABaseModel):
         self.net_g.train()
         self.setup_ema()
         self.setup_discriminator()
-        self.cri_pix = build_loss(train_opt['pixel_opt']).to(self.device) if train_opt.get('pixel_opt') else None
-        self.cri_perceptual = (build_loss(train_opt['perceptual_opt']).to(self.device)
-                               if train_opt.get('perceptual_opt') else None)
-        self.cri_gan = build_loss(train_opt['gan_opt']).to(self.device) if train_opt.get('gan_opt') else None
+        self.setup_image_losses()
         self.codebook_loss_weight = train_opt.get('codebook_loss_weight', 1.0)
         self.net_d_start_iter = train_opt.get('net_d_start_iter', 30001)
         self.disc_weight = train_opt.get('disc_weight', 0.8)
@@ -272,13 +255,7 @@ class CodeFormerPriorModel(SinCABaseModel):
         self.optimizer_g.zero_grad()
         self.output, l_codebook, stats = self.net_g(self.gt)
         loss_dict = OrderedDict(l_codebook=l_codebook * self.codebook_loss_weight)
-        recon = 0
-        if self.cri_pix is not None:
-            loss_dict['l_pix'] = self.cri_pix(self.output, self.gt)
-            recon = recon + loss_dict['l_pix']
-        if self.cri_perceptual is not None:
-            loss_dict['l_percep'] = self.cri_perceptual(self.output, self.gt)
-            recon = recon + loss_dict['l_percep']
+        recon = self.image_losses(self.output, loss_dict)
         l_total = recon + loss_dict['l_codebook']
         use_gan = self.cri_gan is not None and current_iter > self.net_d_start_iter
         if use_gan:
@@ -300,9 +277,5 @@ class CodeFormerPriorModel(SinCABaseModel):
         self.log_dict = self.reduce_loss_dict(loss_dict)
 
     def test(self):
-        net = self.net_g_ema if hasattr(self, 'net_g_ema') else self.net_g
-        was_training = net.training
-        net.eval()
-        with torch.no_grad():
+        with self.evaluation_net() as net:
             self.output = net(self.gt)[0]
-        net.train(was_training)

@@ -9,7 +9,6 @@ from copy import deepcopy
 
 import torch
 from basicsr.archs import build_network
-from basicsr.losses import build_loss
 from basicsr.utils import get_root_logger
 from basicsr.utils.registry import MODEL_REGISTRY
 
@@ -48,10 +47,7 @@ class FeMaSRLQModel(SinCABaseModel):
         self.setup_code_losses()
 
         self.setup_discriminator()
-        self.cri_pix = build_loss(train_opt['pixel_opt']).to(self.device) if train_opt.get('pixel_opt') else None
-        self.cri_perceptual = (build_loss(train_opt['perceptual_opt']).to(self.device)
-                               if train_opt.get('perceptual_opt') else None)
-        self.cri_gan = build_loss(train_opt['gan_opt']).to(self.device) if train_opt.get('gan_opt') else None
+        self.setup_image_losses()
         self.net_d_iters = train_opt.get('net_d_iters', 1)
         self.net_d_init_iters = train_opt.get('net_d_init_iters', 0)
         self.setup_optimizers()
@@ -83,13 +79,7 @@ class FeMaSRLQModel(SinCABaseModel):
         z_hat, idx_gt = self.teacher_targets(self.gt)
         self.output, aux = self.net_g(self.lq, return_aux=True)
         loss_dict = OrderedDict()
-        l_total = self.code_losses(aux, z_hat, idx_gt, loss_dict)
-        if self.cri_pix is not None:
-            loss_dict['l_pix'] = self.cri_pix(self.output, self.gt)
-            l_total = l_total + loss_dict['l_pix']
-        if self.cri_perceptual is not None:
-            loss_dict['l_percep'] = self.cri_perceptual(self.output, self.gt)
-            l_total = l_total + loss_dict['l_percep']
+        l_total = self.code_losses(aux, z_hat, idx_gt, loss_dict) + self.image_losses(self.output, loss_dict)
         if self.cri_gan is not None:
             loss_dict['l_g_gan'] = self.cri_gan(self.net_d(self.output), True, is_disc=False)
             l_total = l_total + loss_dict['l_g_gan']
@@ -104,13 +94,10 @@ class FeMaSRLQModel(SinCABaseModel):
 
     def test(self):
         val_opt = self.opt.get('val') or {}
-        net = self.get_bare_model(self.net_g_ema if hasattr(self, 'net_g_ema') else self.net_g)
-        was_training = net.training
-        net.eval()
         max_size = val_opt.get('max_size', 600)
-        with torch.no_grad():
+        with self.evaluation_net() as net:
+            net = self.get_bare_model(net)
             if self.lq.shape[-2] * self.lq.shape[-1] <= max_size**2:
                 self.output = net.test(self.lq)
             else:
                 self.output = net.test_tile(self.lq, val_opt.get('tile_size', 240), val_opt.get('tile_pad', 16))
-        net.train(was_training)
