@@ -16,7 +16,7 @@ Targets (reported, not asserted): (a) inference ratio <= 1.0 at batch 8; (b) pea
 Example::
 
     python scripts/benchmark.py --out benchmark_results          # full run (several minutes on 2 CPU cores)
-    python scripts/benchmark.py --quick --out /tmp/bench          # seconds; format check, small models
+    python scripts/benchmark.py --quick --out benchmark_quick     # seconds; format check, small models
 """
 import argparse
 import json
