@@ -154,15 +154,16 @@ def lpips_status():
 def evaluate(out, runs, prior_path, progress):
     """Metrics of every run on the held-out set, plus the images and attention data the report needs.
 
-    Besides PSNR/SSIM/LPIPS against the GT, two columns isolate the bottleneck from the (tiny, quickly trained)
-    prior: PSNR against the prior's own reconstruction of the GT (what a perfect bottleneck would decode) and
-    the latent error ||z - z_hat||^2 against the prior's quantised GT latent.
+    Works on any network of the restorer contract. Besides PSNR/SSIM/LPIPS against the GT, two columns isolate
+    the bottleneck from the (tiny, quickly trained) prior: PSNR against the prior's own reconstruction of the GT
+    (what a perfect bottleneck would decode) and the latent error ||z - z_hat||^2 against the prior's quantised
+    GT latent (mean over codebooks). Index accuracy and codebook usage are given for bottlenecks that select
+    codes (pooled over codebooks).
     """
     import torch
     from basicsr.metrics import calculate_niqe, calculate_psnr, calculate_ssim
 
-    from basicsr_sinca.utils.analysis import (BottleneckProbe, attention_split, build_teacher, codebook_usage,
-                                              index_accuracy, to_uint8)
+    from basicsr_sinca.utils.analysis import attention_split, codebook_usage, index_accuracy, to_uint8
     from basicsr_sinca.utils.checkpoint import read_state_dict
     from basicsr_sinca.utils.inference import build_net_from_options
     lq, gt = stack(evaluation_set(out))
@@ -181,38 +182,45 @@ def evaluate(out, runs, prior_path, progress):
         }
 
     def as_images(batch):
-        return [to_uint8(batch[i:i + 1], (-1.0, 1.0)) for i in range(batch.shape[0])]
+        return [to_uint8(batch[i:i + 1], net.image_range) for i in range(batch.shape[0])]
 
-    results, images, extras, teacher = {}, {}, {}, None
+    results, images, extras, prior, niqe_reasons = {}, {}, {}, None, set()
     for (bottleneck, seed), opt_file in runs.items():
         net = build_net_from_options(opt_file)
         ckpt = osp.join(out, 'experiments', osp.splitext(osp.basename(opt_file))[0], 'models', 'net_g_latest.pth')
         net.load_state_dict(read_state_dict(ckpt, 'params_ema')[0], strict=True)
-        probe = BottleneckProbe(net)
-        if teacher is None:
-            teacher = build_teacher(net, prior_path)
-            z_hat, gt_idx = teacher.targets(gt)
+        net.eval()
+        if prior is None:
+            prior = net.build_prior(prior_path)
+            targets = prior.prior_targets(gt)
             gt_imgs = as_images(gt)
             with torch.no_grad():
-                prior_imgs = as_images(teacher.prior(gt)[0])
+                prior_imgs = as_images(net.decode([t.feat for t in targets], net.encode(gt)[1]))
         with torch.no_grad():
-            restored, aux = probe.restore(lq, w=0.0)
-        outs = as_images(restored)
+            output = net.restore(lq)
+        outs = as_images(output.image)
         row = image_metrics(outs, gt_imgs)
         row['psnr_to_prior'] = image_metrics(outs, prior_imgs)['psnr']
-        row['latent_mse'] = float((aux['feat'] - z_hat).square().mean())
-        if 'indices' in aux:
-            row['index_accuracy'] = index_accuracy(aux['indices'], gt_idx)
-            row['codebook_usage'] = codebook_usage(aux['indices'], probe.codebook.shape[0])
-        if probe.net.bottleneck_type != 'index':  # CodeFormer's index transformer only knows its 8x8 positions
+        row['latent_mse'] = float(np.mean([(o.feat - t.feat).square().mean().item()
+                                           for o, t in zip(output.bottlenecks, targets)]))
+        selecting = [i for i, b in enumerate(net.bottlenecks) if b.selects_codes]
+        if selecting:
+            row['index_accuracy'] = index_accuracy(torch.cat([output.bottlenecks[i].indices.reshape(-1)
+                                                              for i in selecting]),
+                                                   torch.cat([targets[i].indices.reshape(-1) for i in selecting]))
+            row['codebook_usage'] = float(np.mean([codebook_usage(output.bottlenecks[i].indices,
+                                                                  net.codebooks[i].shape[0]) for i in selecting]))
+        try:
             with torch.no_grad():
-                row['niqe'] = niqe(as_images(probe.restore(lq_big, w=0.0)[0]))
+                row['niqe'] = niqe(as_images(net.restore(lq_big).image))
+        except ValueError as err:  # e.g. a learned position table fixed to the training size
+            niqe_reasons.add(f'not for {bottleneck!r}: {err}')
         results[(bottleneck, seed)] = row
         if seed == min(s for b, s in runs if b == bottleneck):
             images[bottleneck] = outs
-            if probe.transformer is not None:
-                extras[bottleneck] = {'split': attention_split(probe, aux['lq_feat']), 'probe': probe,
-                                      'lq_feat': aux['lq_feat']}
+            if any(b.has_attention for b in net.bottlenecks):
+                extras[bottleneck] = {'split': attention_split(net, output.latents), 'net': net,
+                                      'latents': output.latents}
         progress.update(1)
     lq_imgs = as_images(lq)
     references = {'LQ input': dict(image_metrics(lq_imgs, gt_imgs), psnr_to_prior=image_metrics(lq_imgs,
@@ -220,11 +228,11 @@ def evaluate(out, runs, prior_path, progress):
                   'prior on GT (upper bound)': image_metrics(prior_imgs, gt_imgs), 'GT': {}}
     references['LQ input']['niqe'] = niqe(as_images(lq_big))
     with torch.no_grad():
-        references['prior on GT (upper bound)']['niqe'] = niqe(as_images(teacher.prior(gt_big)[0]))
+        big_targets = prior.prior_targets(gt_big)
+        references['prior on GT (upper bound)']['niqe'] = niqe(
+            as_images(net.decode([t.feat for t in big_targets], net.encode(gt_big)[1])))
     references['GT'] = {'psnr': None, 'ssim': None, 'lpips': None, 'niqe': niqe(as_images(gt_big))}
-    reasons = {'lpips': lpips_reason,
-               'niqe': f"not for 'index': CodeFormer's index transformer has a fixed {CROP // 8}x{CROP // 8} position "
-                       f'table and cannot run on the {NIQE_SIZE} px crops NIQE needs'}
+    reasons = {'lpips': lpips_reason, 'niqe': '; '.join(sorted(niqe_reasons))}
     return results, references, {'lq': lq_imgs, 'gt': gt_imgs, 'prior': prior_imgs, **images}, extras, reasons, lq
 
 
@@ -277,7 +285,7 @@ def markdown(table, references, reasons, split, seeds, timings):
 
 
 def write_figures(out, images, extras, lq):
-    """grid.png, attention_split.png, attention_maps.png."""
+    """grid.png, attention_split.png (first codebook of every attention model), attention_maps.png (sinca)."""
     from basicsr_sinca.utils.analysis import image_grid, plot_attention_maps, plot_attention_split
     from basicsr_sinca.utils.file_io import atomic_imwrite
     columns = ['lq'] + list(BOTTLENECKS) + ['prior', 'gt']
@@ -285,14 +293,19 @@ def write_figures(out, images, extras, lq):
     labels = ['LQ'] + list(BOTTLENECKS) + ['prior(GT)', 'GT']
     atomic_imwrite(image_grid(rows, labels, scale=2), osp.join(out, 'grid.png'))
     if extras:
-        plot_attention_split({k: v['split'] for k, v in extras.items()}, osp.join(out, 'attention_split.png'))
+        plot_attention_split({k: next(s for s in v['split'] if s is not None) for k, v in extras.items()},
+                             osp.join(out, 'attention_split.png'))
     if 'sinca' in extras:
-        probe, lq_feat = extras['sinca']['probe'], extras['sinca']['lq_feat'][:1]
-        h, w = lq_feat.shape[-2:]
+        net = extras['sinca']['net']
+        i = next(i for i, b in enumerate(net.bottlenecks) if b.has_attention)
+        latent = extras['sinca']['latents'][i][:1]
+        h, w = latent.shape[-2:]
         query = (h // 2) * w + w // 2
-        maps = probe.transformer.attention_maps(lq_feat, probe.codebook, [query])
-        image = ((lq[0].permute(1, 2, 0).numpy() + 1) / 2).clip(0, 1)
-        plot_attention_maps(image, maps, (h, w), query, osp.join(out, 'attention_maps.png'), 'sinca')
+        maps = net.bottlenecks[i].attention_maps(latent, net.codebooks[i], [query])
+        low, high = net.image_range
+        image = ((lq[0].permute(1, 2, 0).numpy() - low) / (high - low)).clip(0, 1)
+        plot_attention_maps(image, maps, (h, w), query, osp.join(out, 'attention_maps.png'),
+                            net.bottlenecks[i].attention_mode)
 
 
 def main(argv=None):
@@ -327,6 +340,7 @@ def main(argv=None):
                 runs[(name, seed)] = write_options(out, f'quickstart_{name}_s{seed}', restore_base, {
                     'manual_seed': seed,
                     'network_g': {'bottleneck': dict(bottleneck, _delete_=True), 'vqgan_path': prior_path},
+                    'path': {'pretrain_network_hq': prior_path},
                     'train': {'total_iter': iters, 'scheduler': {'periods': [iters]}}})
         threads = max(1, (os.cpu_count() or 1) // max(1, args.jobs))
         start = time.time()

@@ -136,7 +136,7 @@ def register_sdpa_flops():
 def build_pair(cfg, device):
     import torch
 
-    from basicsr_sinca.archs.codeformer_arch import CodeFormerIndexTransformer
+    from basicsr_sinca.archs.index_transformer_arch import CodeFormerIndexTransformer
     from basicsr_sinca.archs.sinca_arch import SinCATransformer
     torch.manual_seed(0)
     sinca = SinCATransformer(dim=cfg['dim'], num_layers=cfg['layers'], num_heads=8).to(device)
@@ -148,7 +148,7 @@ def build_pair(cfg, device):
 
 
 def index_bottleneck(index, lq_feat, codebook):
-    logits = index(lq_feat)
+    logits = index.logits(lq_feat)
     rows = codebook[logits.argmax(-1)]
     return rows.transpose(1, 2).reshape(lq_feat.shape), logits
 

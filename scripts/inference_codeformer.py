@@ -38,8 +38,8 @@ def parse_args(argv=None):
     parser.add_argument('--opt', default=None,
                         help='option file whose network_g describes the network (default: the official CodeFormer)')
     parser.add_argument('--adain', choices=['auto', 'on', 'off'], default='auto',
-                        help='AdaIN of the bottleneck output to the LQ statistics (auto: on for index/nearest '
-                        'bottlenecks, as CodeFormer, off for feature transformers)')
+                        help='AdaIN of the bottleneck output to the LQ statistics (auto: on for bottlenecks that '
+                        'select codes, index/nearest/sinca_index, as CodeFormer; off for feature transformers)')
     parser.add_argument('--has_aligned', action='store_true', help='inputs are aligned, cropped faces')
     parser.add_argument('--face_model_dir', default='experiments/pretrained_models/facexlib',
                         help=f'folder with facexlib weights {", ".join(FACE_WEIGHTS)} (whole-image mode)')
@@ -70,7 +70,7 @@ def make_restorer(net, w, adain, device):
         if face.shape[:2] != (size, size):
             face = cv2.resize(face, (size, size), interpolation=cv2.INTER_LINEAR)
         with torch.no_grad():
-            out = output2img(net(img2input(face, device), w=w, adain=adain)[0])
+            out = output2img(net.restore(img2input(face, device), w=w, adain=adain).image)
         if gray:  # a gray photo stays gray (the network may hallucinate colour)
             out = cv2.cvtColor(cv2.cvtColor(out, cv2.COLOR_BGR2GRAY), cv2.COLOR_GRAY2BGR)
         return out
@@ -114,7 +114,7 @@ def main(argv=None):
     except (OptionError, FileNotFoundError, ValueError) as err:
         print(f'error: {err}', file=sys.stderr)
         return 2
-    adain = {'on': True, 'off': False}.get(args.adain, getattr(net, 'bottleneck_type', 'index') in ('index', 'nearest'))
+    adain = {'on': True, 'off': False}.get(args.adain, all(b.selects_codes for b in net.bottlenecks))
     restore = make_restorer(net, args.fidelity_weight, adain, device)
 
     skipped, written = [], 0

@@ -2,10 +2,12 @@
 """Restoration with ground-truth code indices vs the model's own output (paper Fig. 2d).
 
 For every image of a dataset from the option file, decodes (a) what the model produces from the LQ image and
-(b) the HQ prior's codebook rows at the ground-truth indices (the prior's nearest codes of the GT image),
-through the same decoder with the same LQ encoder features (CodeFormer: fidelity weight ``-w``; FeMaSR:
-encoder skips). PSNR / SSIM (and LPIPS with ``--lpips``, which needs local trunk weights) of both against the
-GT show how much a perfect index predictor would gain. JSON + a PNG grid (LQ | model | GT indices | GT).
+(b) the HQ prior's codebook rows at the ground-truth indices (the prior's nearest codes of the GT image), for
+every codebook at once, through the same decoder with the same LQ decoder context (encoder skips or fusion
+taps). ``--decode KEY=VALUE`` passes the network's decoding options to both (e.g. ``--decode w=0.5`` for
+CodeFormer's fidelity weight; default: the network's defaults). PSNR / SSIM (and LPIPS with ``--lpips``, which
+needs local trunk weights) of both against the GT show how much a perfect index predictor would gain. JSON
+(``gt_indices.json``) + a PNG grid (LQ | model | GT indices | GT).
 
 Example::
 
@@ -24,36 +26,40 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0], epilog=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     add_analysis_args(parser)
-    parser.add_argument('-w', '--fidelity_weight', type=float, default=0.0, help='CodeFormer fidelity weight (0)')
+    parser.add_argument('--decode', nargs='*', default=[], metavar='KEY=VALUE',
+                        help="decoding options of the network, e.g. 'w=0.5' (CodeFormer's fidelity weight)")
     parser.add_argument('--lpips', action='store_true', help='also LPIPS (needs local trunk weights, see README)')
     parser.add_argument('--grid', type=int, default=4, help='images in the PNG grid (default 4)')
     args = parser.parse_args(argv)
     import cv2
     import numpy as np
+    import torch
     from basicsr.metrics import calculate_psnr, calculate_ssim
 
-    from basicsr_sinca.utils.analysis import image_grid, load_for_analysis, to_uint8
+    from basicsr_sinca.utils.analysis import (check_decode_kwargs, image_grid, load_for_analysis, parse_decode_kwargs,
+                                              to_uint8)
     from basicsr_sinca.utils.file_io import atomic_imwrite, atomic_open
     from basicsr_sinca.utils.options import OptionError
     try:
-        probe, teacher, dataset = load_for_analysis(args.opt, args.model_path, args.param_key, args.prior,
-                                                    args.dataset, args.device)
+        decode_kwargs = parse_decode_kwargs(args.decode)
+        net, prior, dataset = load_for_analysis(args.opt, args.model_path, args.param_key, args.prior, args.dataset,
+                                                args.device)
+        check_decode_kwargs(net, decode_kwargs)
         if args.lpips:
             from basicsr_sinca.metrics.lpips_metric import calculate_lpips
             calculate_lpips(np.zeros((8, 8, 3), np.uint8), np.zeros((8, 8, 3), np.uint8))
     except (OptionError, FileNotFoundError, ValueError) as err:
         print(f'error: {err}', file=sys.stderr)
         return 2
-    rng = probe.image_range
     per_image, rows = [], []
     for lq, gt, name in iterate_pairs(dataset, args.device, args.max_images):
-        lq_feat, context = probe.latent(lq)
-        feat, _ = probe.transform(lq_feat)
-        model_out = probe.decode(feat, context, args.fidelity_weight)
-        gt_codes = teacher.targets(gt)[0]
-        oracle_out = probe.decode(gt_codes, context, args.fidelity_weight)
-        imgs = {k: to_uint8(v, rng) for k, v in (('lq', lq), ('model', model_out), ('gt_indices', oracle_out),
-                                                   ('gt', gt))}
+        with torch.no_grad():
+            latents, context = net.encode(lq)
+            feats = [out.feat for out in net.transform(latents)]
+            model_out = net.decode(feats, context, **decode_kwargs)
+            oracle_out = net.decode([t.feat for t in prior.prior_targets(gt)], context, **decode_kwargs)
+        imgs = {k: to_uint8(v, net.image_range)
+                for k, v in (('lq', lq), ('model', model_out), ('gt_indices', oracle_out), ('gt', gt))}
         if imgs['lq'].shape != imgs['gt'].shape:
             imgs['lq'] = cv2.resize(imgs['lq'], imgs['gt'].shape[1::-1], interpolation=cv2.INTER_NEAREST)
         row = {'image': osp.basename(name)}
@@ -66,7 +72,8 @@ def main(argv=None):
         if len(rows) < args.grid:
             rows.append([imgs['lq'], imgs['model'], imgs['gt_indices'], imgs['gt']])
     keys = [k for k in per_image[0] if k != 'image']
-    result = {'model': args.model_path, 'bottleneck': probe.net.bottleneck_type, 'images': len(per_image),
+    result = {'model': args.model_path, 'bottlenecks': [b.type_name for b in net.bottlenecks],
+              'decode': decode_kwargs, 'images': len(per_image),
               'mean': {k: float(np.mean([r[k] for r in per_image])) for k in keys}, 'per_image': per_image}
     os.makedirs(args.output, exist_ok=True)
     with atomic_open(osp.join(args.output, 'gt_indices.json'), 'w') as f:

@@ -91,6 +91,11 @@ def read_train_log(exp_dir):
     return ''.join(open(osp.join(exp_dir, f)).read() for f in logs)
 
 
+def logged_values(log_text, key):
+    """Every value of ``key`` in BasicSR's message-logger lines (``key: value``), as floats, in order."""
+    return [float(v) for v in re.findall(rf'\b{key}: ([-\d.e+]+)', log_text)]
+
+
 LOSS_LINE = re.compile(r'iter:\s*([\d,]+),.*?l_pix: ([-\d.e+]+)')
 
 
@@ -152,3 +157,69 @@ def make_tiny_femasr_workdir(root, photos=('coffee', 'chelsea', 'rocket', 'astro
     state_dict['vgg_feat_extractor.mean'] = torch.zeros(1, 3, 1, 1)
     torch.save({'params': state_dict}, path)
     return path
+
+
+def make_toy_workdir(root, num_faces=6, seed=0):
+    """Face crops (64 px) and a random prior of the test-only two-codebook restorer (``toy_restorer.py``) under
+    ``root``; codebooks ~ N(0, 1). Returns the prior's path."""
+    import torch
+
+    import toy_restorer
+    from basicsr_sinca.utils.sample_data import write_face_images
+    write_face_images(os.path.join(root, 'datasets', 'toy_faces'), 64, num_faces, seed)
+    torch.manual_seed(seed)
+    prior = toy_restorer.ToyPrior()
+    for e in prior.codebook:
+        torch.nn.init.normal_(e.weight)
+    path = os.path.join(root, 'toy_prior.pth')
+    torch.save({'params': prior.state_dict()}, path)
+    return path
+
+
+TOY_BOTTLENECKS = [{'type': 'sinca', 'num_layers': 1, 'num_heads': 4}, {'type': 'nearest'}]
+
+
+def toy_options(root, name='toy', bottleneck=None, total_iter=6, **overrides):
+    """Options of a toy-restorer training with the generic ``VQRestorationModel`` (images in [0, 1])."""
+    faces = {'type': 'FFHQBlindDataset', 'dataroot_gt': os.path.join(str(root), 'datasets', 'toy_faces'),
+             'io_backend': {'type': 'disk'}, 'in_size': 64, 'gt_size': 64, 'mean': [0, 0, 0], 'std': [1, 1, 1],
+             'blur_sigma': [0.5, 2], 'downsample_range': [1, 3], 'noise_range': [0, 5], 'jpeg_range': [70, 95]}
+    prior = os.path.join(str(root), 'toy_prior.pth')
+    opt = {
+        'name': name, 'model_type': 'VQRestorationModel', 'scale': 1, 'num_gpu': 0, 'manual_seed': 0,
+        'datasets': {
+            'train': dict(faces, name='toy_train', use_hflip=True, num_worker_per_gpu=0, batch_size_per_gpu=2,
+                          dataset_enlarge_ratio=1, prefetch_mode=None),
+            'val': dict(faces, name='toy_val', seed=5),
+        },
+        'network_g': {'type': 'ToyRestorer', 'bottleneck': bottleneck or TOY_BOTTLENECKS},
+        'path': {'pretrain_network_hq': prior, 'pretrain_network_g': prior, 'param_key_g': 'params',
+                 'strict_load_g': False, 'resume_state': None},
+        'train': {
+            'ema_decay': 0.9, 'optim_g': {'type': 'Adam', 'lr': 1e-3, 'betas': [0.9, 0.99]},
+            'scheduler': {'type': 'MultiStepLR', 'milestones': [1000], 'gamma': 0.5}, 'total_iter': total_iter,
+            'warmup_iter': -1, 'pixel_opt': {'type': 'L1Loss', 'loss_weight': 1.0},
+            'feat_opt': {'type': 'FeatureMatchingLoss'},
+        },
+        'val': {'val_freq': total_iter, 'save_img': False,
+                'metrics': {'psnr': {'type': 'calculate_psnr', 'crop_border': 0, 'test_y_channel': False}}},
+        'logger': {'print_freq': 1, 'save_checkpoint_freq': total_iter, 'use_tb_logger': False,
+                   'wandb': {'project': None, 'resume_id': None}},
+    }
+    return deep_update(opt, overrides)
+
+
+def model_from_options(opt, root):
+    """Build a BasicSR model in this process from plain options, filling what BasicSR's option parser adds."""
+    from copy import deepcopy
+
+    from basicsr.models import build_model
+
+    import basicsr_sinca  # noqa: F401
+    opt = deepcopy(opt)
+    opt.update(is_train=True, dist=False, rank=0, world_size=1)
+    exp = os.path.join(str(root), 'experiments', opt['name'])
+    opt['path'].update(experiments_root=exp, models=os.path.join(exp, 'models'),
+                       training_states=os.path.join(exp, 'training_states'), log=exp,
+                       visualization=os.path.join(exp, 'visualization'))
+    return build_model(opt)

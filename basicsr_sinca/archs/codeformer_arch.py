@@ -1,28 +1,30 @@
 """CodeFormer family, state-dict compatible with the official release.
 
-* :class:`VQAutoEncoder` — the stage-1 VQGAN prior (``vqgan_code1024.pth``).
+* :class:`VQAutoEncoder` — the stage-1 VQGAN prior (``vqgan_code1024.pth``); an :class:`HQPrior`.
 * :class:`VQGANDiscriminator` — its patch discriminator (``vqgan_discriminator.pth``).
-* :class:`SinCACodeFormer` — CodeFormer with the bottleneck chosen in YAML (``sinca``, ``sa``, ``ca``, ``index``,
-  ``nearest``, ``sinca_index``); encoder, codebook, generator and fusion layers keep the official names.
+* :class:`SinCACodeFormer` — CodeFormer on the restorer contract (:class:`VQRestorer`) with the bottleneck chosen
+  in YAML (``sinca``, ``sa``, ``ca``, ``index``, ``nearest``, ``sinca_index``); encoder, codebook, generator and
+  fusion layers keep the official names.
 * :class:`CodeFormer` — the official network: ``SinCACodeFormer`` with CodeFormer's own index transformer
   (bottleneck type ``index``), the official constructor, forward signature, return values and key names
   (``codeformer.pth``).
 
-Facts (key names, shapes, data flow) come from ``shared/reference/codeformer_daefr.md``; the code is ours.
+Key names, shapes and data flow follow the official release (checked against golden cases in
+``tests/archs/test_codeformer_arch.py``); the code is ours.
 """
 import torch
 import torch.nn.functional as F
 from basicsr.utils.registry import ARCH_REGISTRY
 from torch import nn
 
-from basicsr_sinca.archs.bottleneck_arch import build_bottleneck, lookup_codes, nearest_code_indices
+from basicsr_sinca.archs.bottleneck_arch import build_bottlenecks, lookup_codes, nearest_code_indices
+from basicsr_sinca.archs.index_transformer_arch import CodeFormerIndexTransformer, map_official_index_keys
+from basicsr_sinca.archs.restorer_arch import HQPrior, VQRestorer
 from basicsr_sinca.utils.checkpoint import load_state_dict_report, read_state_dict
-from basicsr_sinca.utils.registry import BOTTLENECK_REGISTRY
 
 __all__ = [
     'VQGANResBlock', 'VQGANAttnBlock', 'VQGANEncoder', 'VQGANGenerator', 'VectorQuantizer', 'VQAutoEncoder',
-    'VQGANDiscriminator', 'FuseSFTBlock', 'CodeFormerSALayer', 'CodeFormerIndexTransformer',
-    'CodeFormerIndexBottleneck', 'SinCACodeFormer', 'CodeFormer', 'adaptive_instance_normalization'
+    'VQGANDiscriminator', 'FuseSFTBlock', 'SinCACodeFormer', 'CodeFormer', 'adaptive_instance_normalization'
 ]
 
 
@@ -214,8 +216,11 @@ def load_official_weights(net, path, param_key='params_ema', what='weights'):
 
 
 @ARCH_REGISTRY.register()
-class VQAutoEncoder(nn.Module):
-    """CodeFormer's stage-1 VQGAN: encoder -> nearest codebook item -> generator.
+class VQAutoEncoder(nn.Module, HQPrior):
+    """CodeFormer's stage-1 VQGAN: encoder -> nearest codebook item -> generator. Images in [-1, 1].
+
+    As an :class:`HQPrior` (the frozen teacher of the restoration stages) its one codebook is
+    ``quantize.embedding.weight`` and its HQ latent is the encoder output.
 
     Args (official): img_size (512), nf (64), ch_mult ([1, 2, 2, 4, 4, 8]), quantizer ('nearest'; the unused
     Gumbel variant is not supported), res_blocks (2), attn_resolutions ([16]), codebook_size (1024), emb_dim
@@ -224,6 +229,8 @@ class VQAutoEncoder(nn.Module):
 
     Works on any input whose sides are divisible by 2^(len(ch_mult) - 1).
     """
+
+    image_range = (-1.0, 1.0)
 
     def __init__(self, img_size=512, nf=64, ch_mult=(1, 2, 2, 4, 4, 8), quantizer='nearest', res_blocks=2,
                  attn_resolutions=(16, ), codebook_size=1024, emb_dim=256, beta=0.25, gumbel_straight_through=False,
@@ -250,6 +257,16 @@ class VQAutoEncoder(nn.Module):
     def scale_factor(self):
         """Input size / latent size."""
         return 2**(len(self.ch_mult) - 1)
+
+    @property
+    def codebooks(self):
+        """[codebook (M, C)]."""
+        return [self.quantize.embedding.weight]
+
+    def encode_hq(self, gt):
+        """[encoder latent (B, C, H/f, W/f)] of HQ images in [-1, 1]."""
+        self.check_input(gt)
+        return [self.encoder(gt)]
 
     def check_input(self, x):
         f = self.scale_factor
@@ -323,115 +340,30 @@ def adaptive_instance_normalization(content, style, eps=1e-5):
     return (content - c_mean) / c_std * s_std + s_mean
 
 
-class CodeFormerSALayer(nn.Module):
-    """CodeFormer's pre-norm self-attention layer (sequence-first; positions added to queries and keys only).
-
-    Args:
-        embed_dim (int): Channels. Default: 512.
-        nhead (int): Heads. Default: 8.
-        dim_mlp (int): MLP hidden size. Default: 1024.
-        dropout (float): Dropout. Default: 0.0.
-    """
-
-    def __init__(self, embed_dim=512, nhead=8, dim_mlp=1024, dropout=0.0):
-        super().__init__()
-        self.self_attn = nn.MultiheadAttention(embed_dim, nhead, dropout=dropout)
-        self.linear1 = nn.Linear(embed_dim, dim_mlp)
-        self.dropout = nn.Dropout(dropout)
-        self.linear2 = nn.Linear(dim_mlp, embed_dim)
-        self.norm1 = nn.LayerNorm(embed_dim)
-        self.norm2 = nn.LayerNorm(embed_dim)
-        self.dropout1 = nn.Dropout(dropout)
-        self.dropout2 = nn.Dropout(dropout)
-
-    def forward(self, x, query_pos=None):
-        """(N, B, C) tokens and (N, B or 1, C) positions -> (N, B, C)."""
-        h = self.norm1(x)
-        qk = h if query_pos is None else h + query_pos
-        x = x + self.dropout1(self.self_attn(qk, qk, value=h, need_weights=False)[0])
-        h = self.norm2(x)
-        return x + self.dropout2(self.linear2(self.dropout(F.gelu(self.linear1(h)))))
-
-
-class CodeFormerIndexTransformer(nn.Module):
-    """CodeFormer's code-index prediction transformer (``position_emb``, ``feat_emb``, ``ft_layers``,
-    ``idx_pred_layer``).
-
-    Args:
-        dim_embd (int): Transformer channels. Default: 512.
-        n_head (int): Heads. Default: 8.
-        n_layers (int): Layers. Default: 9.
-        codebook_size (int): Logits per token. Default: 1024.
-        latent_size (int): Tokens H·W (length of the learned position table). Default: 256.
-        latent_dim (int): Latent channels. Default: 256.
-    """
-
-    def __init__(self, dim_embd=512, n_head=8, n_layers=9, codebook_size=1024, latent_size=256, latent_dim=256):
-        super().__init__()
-        self.latent_size, self.latent_dim, self.codebook_size = latent_size, latent_dim, codebook_size
-        self.position_emb = nn.Parameter(torch.zeros(latent_size, dim_embd))
-        self.feat_emb = nn.Linear(latent_dim, dim_embd)
-        self.ft_layers = nn.Sequential(
-            *[CodeFormerSALayer(dim_embd, n_head, dim_embd * 2, 0.0) for _ in range(n_layers)])
-        self.idx_pred_layer = nn.Sequential(nn.LayerNorm(dim_embd), nn.Linear(dim_embd, codebook_size, bias=False))
-
-    def forward(self, lq_feat):
-        """(B, C, H, W) latent with H·W = ``latent_size`` -> logits (B, H·W, codebook_size)."""
-        b, c, h, w = lq_feat.shape
-        if c != self.latent_dim or h * w != self.latent_size:
-            raise ValueError(f'CodeFormer index transformer: latent of shape {tuple(lq_feat.shape)} does not match '
-                             f'its position table ({self.latent_size} tokens of {self.latent_dim} channels); '
-                             'CodeFormer\'s index transformer only works at the training resolution')
-        pos = self.position_emb.unsqueeze(1)
-        x = self.feat_emb(lq_feat.flatten(2).permute(2, 0, 1))
-        for layer in self.ft_layers:
-            x = layer(x, query_pos=pos)
-        return self.idx_pred_layer(x).permute(1, 0, 2)
-
-
-class CodeFormerIndexBottleneck(CodeFormerIndexTransformer):
-    """Bottleneck ``index``: CodeFormer's transformer predicts code indices, the decoder gets the top-1 rows."""
-
-    def forward(self, lq_feat, codebook, return_attn_split=False):
-        """Returns ``(quant_feat, {'logits': (B, N, M), 'indices': (B, H, W), 'quant_feat'})``."""
-        logits = super().forward(lq_feat)
-        b, _, h, w = lq_feat.shape
-        indices = logits.argmax(dim=-1).reshape(b, h, w)
-        quant_feat = lookup_codes(indices, codebook.detach())
-        return quant_feat, {'logits': logits, 'indices': indices, 'quant_feat': quant_feat}
-
-
-@BOTTLENECK_REGISTRY.register()
-def index(dim, codebook_size, dim_embd=512, n_head=8, n_layers=9, latent_size=256):
-    """CodeFormer's own index-prediction transformer (official names; loads from ``codeformer.pth``)."""
-    return CodeFormerIndexBottleneck(dim_embd, n_head, n_layers, codebook_size, latent_size, latent_dim=dim)
-
-
-# official top-level names of the index transformer inside codeformer.pth
-_INDEX_KEYS = ('position_emb', 'feat_emb.', 'ft_layers.', 'idx_pred_layer.')
-
-
 @ARCH_REGISTRY.register()
-class SinCACodeFormer(VQAutoEncoder):
-    """CodeFormer whose code-lookup step is a configurable bottleneck.
+class SinCACodeFormer(VQAutoEncoder, VQRestorer):
+    """CodeFormer whose code-lookup step is a configurable bottleneck (one codebook).
 
     encoder -> bottleneck(lq_feat, codebook) -> (AdaIN) -> generator with controllable feature transformation
-    (fusion of encoder features at ``connect_list`` resolutions with fidelity weight ``w``).
+    (fusion of encoder features at ``connect_list`` resolutions with fidelity weight ``w``). Images in [-1, 1].
 
     Args:
-        bottleneck (dict | str): ``{'type': 'sinca' | 'sa' | 'ca' | 'index' | 'nearest' | 'sinca_index', ...}``.
-            Default: SinCA with the paper settings (9 layers, 8 heads).
+        bottleneck (dict | str | list): ``{'type': 'sinca' | 'sa' | 'ca' | 'index' | 'nearest' | 'sinca_index',
+            ...}``. Default: SinCA with the paper settings (9 layers, 8 heads).
         img_size, nf, ch_mult, res_blocks, attn_resolutions, codebook_size, emb_dim: VQGAN prior (defaults:
             the released 512 configuration).
         connect_list (list[str]): Resolutions with fusion layers. Default: ['32', '64', '128', '256'].
         fix_modules (list[str]): Modules whose parameters get ``requires_grad=False``.
-            Default: ['quantize', 'generator'].
+            Default: ['quantize', 'generator'] (stage 2 adds 'fuse_convs_dict', unused at w = 0).
         vqgan_path (str | None): Stage-1 checkpoint (``vqgan_code1024.pth``) loaded into encoder, codebook and
             generator.
 
     Official checkpoints load into it: encoder/quantize/generator/fuse_convs_dict keep their names, and with
     the ``index`` bottleneck the transformer keys of ``codeformer.pth`` are mapped under ``bottleneck.``.
+    The HQ prior (teacher) is a ``VQAutoEncoder`` of the same configuration (``params_ema`` of its file).
     """
+
+    prior_param_key = 'params_ema'
 
     def __init__(self, bottleneck=None, img_size=512, nf=64, ch_mult=(1, 2, 2, 4, 4, 8), res_blocks=2,
                  attn_resolutions=(16, ), codebook_size=1024, emb_dim=256, connect_list=('32', '64', '128', '256'),
@@ -447,11 +379,8 @@ class SinCACodeFormer(VQAutoEncoder):
                              f'(choose among {sorted(channels, key=int)})')
         self.fuse_convs_dict = nn.ModuleDict({s: FuseSFTBlock(channels[s], channels[s]) for s in self.connect_list})
 
-        bottleneck = {'type': bottleneck} if isinstance(bottleneck, str) else dict(bottleneck or {'type': 'sinca'})
-        if bottleneck.get('type') == 'index':
-            bottleneck.setdefault('latent_size', (img_size // self.scale_factor)**2)
-        self.bottleneck = build_bottleneck(bottleneck, emb_dim, codebook_size)
-        self.bottleneck_type = bottleneck['type']
+        side = img_size // self.scale_factor
+        self.bottleneck = build_bottlenecks(bottleneck, [(codebook_size, emb_dim)], [(side, side)])[0]
         self.register_load_state_dict_pre_hook(self._map_official_index_keys)
 
         for name in fix_modules or ():
@@ -461,61 +390,56 @@ class SinCACodeFormer(VQAutoEncoder):
     @staticmethod
     def _map_official_index_keys(module, state_dict, prefix, *args):
         """codeformer.pth stores the index transformer at the top level; ours lives in ``bottleneck``."""
-        if not isinstance(module.bottleneck, CodeFormerIndexBottleneck):
-            return
-        for key in list(state_dict):
-            if key.startswith(prefix) and key[len(prefix):].startswith(_INDEX_KEYS):
-                state_dict[f'{prefix}bottleneck.{key[len(prefix):]}'] = state_dict.pop(key)
+        if isinstance(module.bottleneck, CodeFormerIndexTransformer):
+            map_official_index_keys(state_dict, prefix, 'bottleneck')
 
     @property
-    def codebook(self):
-        """The frozen codebook, (M, C)."""
-        return self.quantize.embedding.weight
+    def bottlenecks(self):
+        return [self.bottleneck]
+
+    def prior_config(self):
+        return dict(type='VQAutoEncoder', **self.vqgan_config)
 
     def encode(self, x):
-        """(B, 3, H, W) -> lq_feat (B, C, H/f, W/f) and the encoder features of ``connect_list``."""
+        """(B, 3, H, W) -> ([lq_feat (B, C, H/f, W/f)], context with lq_feat and the encoder features of
+        ``connect_list``)."""
         self.check_input(x)
-        return self.encoder(x, taps=self.connect_list)
+        lq_feat, enc_feats = self.encoder(x, taps=self.connect_list)
+        return [lq_feat], {'lq_feat': lq_feat, 'enc_feats': enc_feats}
 
-    def transform(self, lq_feat, return_attn_split=False):
-        """The bottleneck on ``lq_feat`` with the codebook: ``(feat, aux)``."""
-        return self.bottleneck(lq_feat, self.codebook, return_attn_split=return_attn_split)
+    def decode(self, feats, context, w=0, adain=False, detach_16=True):
+        """Generator on ``feats[0]``.
 
-    def decode(self, feat, enc_feats, w=0):
-        """Generator on ``feat``; with ``w > 0`` the fusion layers inject the (detached) encoder features."""
+        Args:
+            w (float): Fidelity weight; with ``w > 0`` the fusion layers inject the (detached) encoder features.
+            adain (bool): Give the feature lq_feat's channel statistics first (CodeFormer's inference option).
+            detach_16 (bool): Detach the feature first (image losses then train only the fusion layers, as in
+                CodeFormer stage 3).
+        """
+        feat = feats[0].detach() if detach_16 else feats[0]
+        if adain:
+            feat = adaptive_instance_normalization(feat, context['lq_feat'])
         fuse = None
         if w > 0:
-            taps = self.generator.level_taps
+            taps, enc_feats = self.generator.level_taps, context['enc_feats']
             fuse = {taps[s]: (lambda x, s=s: self.fuse_convs_dict[s](enc_feats[s].detach(), x, w))
                     for s in self.connect_list}
         return self.generator(feat, fuse)
 
-    def forward(self, x, w=0, detach_16=True, code_only=False, adain=False, return_attn_split=False, return_aux=True):
+    def forward(self, x, w=0, detach_16=True, code_only=False, adain=False, return_attn_split=False):
         """
         Args:
             x (Tensor): (B, 3, H, W) in [-1, 1].
             w (float): Fidelity weight of the fusion layers (0 skips them).
-            detach_16 (bool): Detach the bottleneck output before the generator (image losses then train only
-                the fusion layers, as in CodeFormer stage 3). Default: True.
+            detach_16 (bool): Detach the bottleneck output before the generator. Default: True.
             code_only (bool): Stop after the bottleneck (stage 2).
             adain (bool): Give the bottleneck output lq_feat's channel statistics before decoding.
-            return_attn_split (bool): Ask the bottleneck for its attention split (``aux['attn_split']``).
-            return_aux (bool): Accepted for interchangeability with :class:`CodeFormer` (always returns aux).
+            return_attn_split (bool): Ask the bottleneck for its attention split.
 
         Returns:
-            ``aux`` if ``code_only`` else ``(image, aux)``; ``aux`` holds ``lq_feat``, ``feat`` (bottleneck output)
-            and the bottleneck's auxiliaries (``logits``, ``indices``, ``quant_feat``, ``attn_split``).
+            RestorerOutput
         """
-        lq_feat, enc_feats = self.encode(x)
-        feat, aux = self.transform(lq_feat, return_attn_split)
-        aux = dict(aux, lq_feat=lq_feat, feat=feat)
-        if code_only:
-            return aux
-        if detach_16:
-            feat = feat.detach()
-        if adain:
-            feat = adaptive_instance_normalization(feat, lq_feat)
-        return self.decode(feat, enc_feats, w), aux
+        return self.restore(x, code_only, return_attn_split, w=w, detach_16=detach_16, adain=adain)
 
 
 @ARCH_REGISTRY.register()
@@ -524,9 +448,12 @@ class CodeFormer(SinCACodeFormer):
 
     ``forward(x, w=0, detach_16=True, code_only=False, adain=False)`` returns ``(logits, lq_feat)`` with
     ``code_only`` else ``(image, logits, lq_feat)``. Only 512x512 inputs work (the index transformer has a
-    16x16 position table), as upstream. With ``return_aux=True`` it returns what :class:`SinCACodeFormer`
-    returns, so this package's training models accept ``type: CodeFormer`` option files.
+    16x16 position table), as upstream. The rest of the restorer contract (``restore``, ``encode``, ``decode``,
+    targets) is :class:`SinCACodeFormer`'s; to train it, use ``SinCACodeFormer`` with ``bottleneck: {type: index}``
+    (the same keys: ``codeformer.pth`` loads into it).
     """
+
+    official_forward = True
 
     def __init__(self, dim_embd=512, n_head=8, n_layers=9, codebook_size=1024, latent_size=256,
                  connect_list=('32', '64', '128', '256'), fix_modules=('quantize', 'generator'), vqgan_path=None):
@@ -542,11 +469,7 @@ class CodeFormer(SinCACodeFormer):
         for key in [k for k in state_dict if k.startswith(inner)]:
             state_dict[prefix + key[len(inner):]] = state_dict.pop(key)
 
-    def forward(self, x, w=0, detach_16=True, code_only=False, adain=False, return_attn_split=False, return_aux=False):
-        out = super().forward(x, w=w, detach_16=detach_16, code_only=code_only, adain=adain)
-        if return_aux:
-            return out
-        if code_only:
-            return out['logits'], out['lq_feat']
-        image, aux = out
-        return image, aux['logits'], aux['lq_feat']
+    def forward(self, x, w=0, detach_16=True, code_only=False, adain=False):
+        out = self.restore(x, code_only, w=w, detach_16=detach_16, adain=adain)
+        logits, lq_feat = out.bottlenecks[0].logits, out.latents[0]
+        return (logits, lq_feat) if code_only else (out.image, logits, lq_feat)

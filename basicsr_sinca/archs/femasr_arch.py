@@ -2,12 +2,14 @@
 
 * :class:`FeMaSRNet` — the official network (HQ prior and x2/x4 SR nets): same constructor, ``forward`` /
   ``test`` signatures and returns, key names (``FeMaSR_SRX4_model_g.pth``, ``FeMaSR_SRX2_model_g.pth``).
-* :class:`SinCAFeMaSRNet` — the same network with the VQ step at the codebook scale replaced by a bottleneck
-  chosen in YAML (``sinca``, ``sa``, ``ca``, ``sinca_index``, ``nearest``); every other key keeps its official
-  name, so the released HQ prior initialises decoder, codebook and quantiser convs.
+* :class:`SinCAFeMaSRNet` — the same network on the restorer contract (:class:`VQRestorer`) with the VQ step at
+  the codebook scale replaced by a bottleneck chosen in YAML (``sinca``, ``sa``, ``ca``, ``sinca_index``,
+  ``nearest``); every other key keeps its official name, so the released HQ prior initialises decoder,
+  codebook and quantiser convs. The HQ prior (an :class:`HQPrior`) is the same class with ``LQ_stage=False``.
 
 Images are in [0, 1]. The encoder's Swin stack is BasicSR's own SwinIR ``RSTB`` (identical keys). Facts
-come from ``shared/reference/femasr_adacode.md``; the code is ours.
+follow the official release (checked against golden cases in ``tests/archs/test_femasr_arch.py``); the code
+is ours.
 """
 import math
 
@@ -17,7 +19,8 @@ from basicsr.archs.swinir_arch import RSTB
 from basicsr.utils.registry import ARCH_REGISTRY
 from torch import nn
 
-from basicsr_sinca.archs.bottleneck_arch import build_bottleneck, lookup_codes
+from basicsr_sinca.archs.bottleneck_arch import build_bottlenecks, lookup_codes
+from basicsr_sinca.archs.restorer_arch import HQPrior, VQRestorer
 
 __all__ = [
     'FeMaSRResBlock', 'SwinLayers', 'MultiScaleEncoder', 'DecoderBlock', 'CombineQuantBlock', 'SinCAFeMaSRNet',
@@ -26,6 +29,9 @@ __all__ = [
 
 # channels per feature resolution (fixed in FeMaSR)
 CHANNELS = {8: 256, 16: 256, 32: 256, 64: 256, 128: 128, 256: 64, 512: 32}
+# keys of the released HQ prior FeMaSR_HRP_model_g.pth that belong to its HQ-pretraining semantic branch
+# (no effect on the forward; dropped on load)
+SEMANTIC_PREFIXES = ('conv_semantic.', 'vgg_feat_extractor.')
 
 
 class GroupNorm32(nn.Module):
@@ -162,16 +168,18 @@ def femasr_feature_loss(feat, target, beta=0.25):
 
 
 @ARCH_REGISTRY.register()
-class SinCAFeMaSRNet(nn.Module):
+class SinCAFeMaSRNet(VQRestorer, HQPrior):
     """FeMaSR whose VQ step at the codebook scale is a configurable bottleneck.
 
     encoder -> before_quant (1x1) -> bottleneck(feat, codebook) -> after_quant (3x3) -> decoder (+ encoder
     skips in the SR stage) -> out_conv. Inputs in [0, 1]; H, W of the LR input must make the latent a multiple
-    of 8 (use :meth:`test` for any size).
+    of 8 (use :meth:`test` for any size). With ``LQ_stage=False`` it is the HQ prior: :meth:`encode_hq` gives
+    the feature entering its quantiser; the released ``FeMaSR_HRP_model_g.pth`` loads strictly (its semantic
+    branch keys are dropped).
 
     Args:
-        bottleneck (dict | str): ``{'type': 'sinca' | 'sa' | 'ca' | 'sinca_index' | 'nearest', ...}``. Default:
-            SinCA with the paper settings (9 layers, 8 heads).
+        bottleneck (dict | str | list): ``{'type': 'sinca' | 'sa' | 'ca' | 'sinca_index' | 'nearest', ...}``.
+            Default: SinCA with the paper settings (9 layers, 8 heads).
         in_channel (int): Image channels. Default: 3.
         codebook_params (list): ``[[32, n_codes, dim]]`` (one codebook at the 1/8 latent). Default: [[32, 1024, 512]].
         gt_resolution (int): HR training size. Default: 256.
@@ -186,6 +194,8 @@ class SinCAFeMaSRNet(nn.Module):
         swin_opt (dict | None): Overrides of the encoder's SwinLayers (``blk_depth`` 6, ``num_heads`` 8,
             ``window_size`` 8).
     """
+
+    image_range = (0.0, 1.0)
 
     def __init__(self, bottleneck=None, in_channel=3, codebook_params=((32, 1024, 512), ), gt_resolution=256,
                  LQ_stage=True, norm_type='gn', act_type='silu', scale_factor=4, use_residual=True,
@@ -217,19 +227,35 @@ class SinCAFeMaSRNet(nn.Module):
         self.before_quant_group = nn.ModuleList([nn.Conv2d(scale_ch, self.codebook_dim, 1)])
         self.after_quant_group = nn.ModuleList([CombineQuantBlock(self.codebook_dim, 0, scale_ch)])
 
-        bottleneck = {'type': bottleneck} if isinstance(bottleneck, str) else dict(bottleneck or {'type': 'sinca'})
-        self.bottleneck_type = bottleneck['type']
-        self.bottleneck = build_bottleneck(bottleneck, self.codebook_dim, self.codebook_size)
+        side = gt_resolution // self.codebook_scale
+        self.bottleneck = build_bottlenecks(bottleneck, [(self.codebook_size, self.codebook_dim)], [(side, side)])[0]
+        self.register_load_state_dict_pre_hook(self._drop_semantic_keys)
         self.frozen_module_keywords = list(frozen_module_keywords or [])
         for name, module in self.named_modules():
             if any(k in name for k in self.frozen_module_keywords):
                 for p in module.parameters():
                     p.requires_grad = False
 
+    @staticmethod
+    def _drop_semantic_keys(module, state_dict, prefix, *args):
+        for key in [k for k in state_dict if k.startswith(prefix) and k[len(prefix):].startswith(SEMANTIC_PREFIXES)]:
+            del state_dict[key]
+
     @property
-    def codebook(self):
-        """The frozen codebook, (M, C)."""
-        return self.quantize_group[0].embedding.weight
+    def codebooks(self):
+        """[the frozen codebook (M, C)]."""
+        return [self.quantize_group[0].embedding.weight]
+
+    @property
+    def bottlenecks(self):
+        return [self.bottleneck]
+
+    def prior_config(self):
+        return dict(type='FeMaSRNet', **dict(self.femasr_config, LQ_stage=False))
+
+    def encode_hq(self, gt):
+        """[feature entering the quantiser (B, C, h, w)] of HQ images in [0, 1] (the HQ prior's targets)."""
+        return self.encode(gt)[0]
 
     @property
     def latent_factor(self):
@@ -242,34 +268,31 @@ class SinCAFeMaSRNet(nn.Module):
         return self.latent_factor * self.window_size
 
     def encode(self, x):
-        """(B, 3, h, w) -> (feat_to_quant (B, C, h', w'), decoder skips)."""
+        """(B, 3, h, w) -> ([feat_to_quant (B, C, h', w')], decoder skips)."""
         feats = self.multiscale_encoder(x)
         feats = feats[-3:] if self.LQ_stage else feats[::-1]
-        return self.before_quant_group[0](feats[0]), feats[1:]
+        return [self.before_quant_group[0](feats[0])], feats[1:]
 
-    def decode(self, z, skips):
-        """Bottleneck output (B, C, h', w') -> image (B, 3, 8h', 8w')."""
-        x = self.after_quant_group[0](z)
+    def decode(self, feats, skips):
+        """[bottleneck output (B, C, h', w')] -> image (B, 3, 8h', 8w')."""
+        x = self.after_quant_group[0](feats[0])
         for i, block in enumerate(self.decoder_group):
             if i > 0 and self.LQ_stage and self.use_residual:
                 x = x + skips[i - 1]
             x = block(x)
         return self.out_conv(x)
 
-    def forward(self, x, return_attn_split=False, return_aux=True):
+    def forward(self, x, code_only=False, return_attn_split=False):
         """
         Args:
             x (Tensor): LR (B, 3, h, w) in [0, 1], h and w multiples of :attr:`size_multiple`.
+            code_only (bool): Stop after the bottleneck.
             return_attn_split (bool): Ask the bottleneck for its attention split.
-            return_aux (bool): Accepted for interchangeability with :class:`FeMaSRNet` (always returns aux).
 
         Returns:
-            tuple: ``(image, aux)``; ``aux`` holds ``lq_feat`` (the feature entering the bottleneck, z_l),
-            ``feat`` (its output) and the bottleneck's auxiliaries (``indices``, ``logits``, ``attn_split``).
+            RestorerOutput: ``latents[0]`` is the feature entering the bottleneck (z_l).
         """
-        lq_feat, skips = self.encode(x)
-        feat, aux = self.bottleneck(lq_feat, self.codebook, return_attn_split=return_attn_split)
-        return self.decode(feat, skips), dict(aux, lq_feat=lq_feat, feat=feat)
+        return self.restore(x, code_only, return_attn_split)
 
     def pad_for_test(self, x):
         """FeMaSR's test-time mirror padding: each side n -> (n // wsz + 1)·wsz, wsz = (8 // scale)·8."""
@@ -286,7 +309,7 @@ class SinCAFeMaSRNet(nn.Module):
     def test(self, x):
         """Inference on any size: mirror-pad, run, crop to (h·scale, w·scale)."""
         h, w = x.shape[-2:]
-        out = self.forward(self.pad_for_test(x))[0]
+        out = self.restore(self.pad_for_test(x)).image
         return out[..., :h * self.scale_factor, :w * self.scale_factor]
 
     @torch.no_grad()
@@ -327,9 +350,13 @@ class FeMaSRNet(SinCAFeMaSRNet):
     semantic_loss, indices_list)``; ``test(x)`` pads by mirroring as upstream.
 
     ``channels`` / ``swin_opt`` (not upstream) shrink the network for CPU tests; the defaults are the release.
-    ``use_semantic_loss`` (HQ pre-training only) is not supported: load ``FeMaSR_HRP_model_g.pth`` after dropping
-    its ``conv_semantic.*`` / ``vgg_feat_extractor.*`` keys, which do not affect the forward.
+    ``use_semantic_loss`` (HQ pre-training only) is not supported; ``FeMaSR_HRP_model_g.pth`` loads without its
+    ``conv_semantic.*`` / ``vgg_feat_extractor.*`` keys, which do not affect the forward. The rest of the
+    restorer contract (``restore``, ``test``, targets) is :class:`SinCAFeMaSRNet`'s; to train, use that class with
+    ``bottleneck: nearest`` (same keys).
     """
+
+    official_forward = True
 
     def __init__(self, *, in_channel=3, codebook_params=None, gt_resolution=256, LQ_stage=False, norm_type='gn',
                  act_type='silu', use_quantize=True, scale_factor=4, use_semantic_loss=False, use_residual=True,
@@ -342,18 +369,16 @@ class FeMaSRNet(SinCAFeMaSRNet):
                          channels, swin_opt)
         self.use_quantize = use_quantize
 
-    def forward(self, x, gt_indices=None, return_aux=False):
-        """``(image, codebook_loss, semantic_loss, [indices (B, 1, h, w)])`` as upstream; with ``return_aux`` the
-        :class:`SinCAFeMaSRNet` return value, so this package's training models accept ``type: FeMaSRNet``."""
-        z, skips = self.encode(x)
-        z_q, aux = self.bottleneck(z, self.codebook)
-        image = self.decode(z_q if self.use_quantize else z, skips)
-        if return_aux:
-            return image, dict(aux, lq_feat=z, feat=z_q)
-        z_q = aux['quant_feat']
+    def forward(self, x, gt_indices=None):
+        """``(image, codebook_loss, semantic_loss, [indices (B, 1, h, w)])`` as upstream."""
+        latents, skips = self.encode(x)
+        z, codebook = latents[0], self.codebooks[0]
+        indices = self.bottleneck(z, codebook).indices
+        z_q = lookup_codes(indices, codebook)
+        image = self.decode([z + (z_q - z).detach() if self.use_quantize else z], skips)
         if self.LQ_stage and gt_indices is not None:
-            target = lookup_codes(gt_indices[0].reshape(z.shape[0], *z.shape[2:]), self.codebook)
+            target = lookup_codes(gt_indices[0].reshape(z.shape[0], *z.shape[2:]), codebook)
             codebook_loss = femasr_feature_loss(z, target)
         else:
             codebook_loss = (z_q - z.detach()).square().mean() + 0.25 * (z_q.detach() - z).square().mean()
-        return image, codebook_loss, codebook_loss * 0, [aux['indices'][:, None]]
+        return image, codebook_loss, codebook_loss * 0, [indices[:, None]]

@@ -1,7 +1,7 @@
 """Self-in-Cross-Attention (SinCA) and the SinCA transformer.
 
 SinCA lets the tokens of a low-quality latent ``X`` attend to themselves *and* to a frozen high-quality
-codebook ``C`` with one softmax (``DESIGN.md`` section 2)::
+codebook ``C`` with one softmax (``docs/architecture.md``)::
 
     Q = X W_Q,   K = [X W_K ; C W_K],   V = [X W_V ; C W_V],   O = softmax(Q K^T / sqrt(d_head)) V
 

@@ -1,4 +1,13 @@
-"""Training-model base shared by the baselines (not registered)."""
+"""Training-model bases shared by every stage of every baseline (not registered).
+
+* :class:`SinCABaseModel` — what any stage needs: EMA of the trained parameters, optional image losses, a
+  discriminator with its step, the generator/discriminator step skeleton, ``net_g_best`` on validation, visuals
+  in [0, 1] from the network's ``image_range``.
+
+A stage implements :meth:`SinCABaseModel.generator_loss` (its forward and loss terms) and, if it needs more,
+:meth:`SinCABaseModel.setup_stage`; the rest is written here once. Restoration stages build on
+:class:`~basicsr_sinca.models.restoration_model.VQRestorationModel` (teacher and code losses).
+"""
 from collections import OrderedDict
 from contextlib import contextmanager
 
@@ -8,23 +17,72 @@ from basicsr.losses import build_loss
 from basicsr.models.sr_model import SRModel
 from basicsr.utils import get_root_logger
 
-from basicsr_sinca.archs.bottleneck_arch import TransformerBottleneck
+from basicsr_sinca.utils.options import OptionError
 
-__all__ = ['SinCABaseModel']
+__all__ = ['SinCABaseModel', 'RENAMED_OPTIONS', 'check_renamed_options']
+
+# option keys of earlier versions -> their one name now (a stale key is an error, never silently ignored)
+RENAMED_OPTIONS = {
+    ('network_vqgan', ): 'network_hq',
+    ('path', 'pretrain_network_vqgan'): 'path.pretrain_network_hq',
+    ('path', 'param_key_vqgan'): 'path.param_key_hq',
+    ('train', 'net_d_init_iters'): 'train.net_d_start_iter',
+}
+
+
+def check_renamed_options(opt):
+    """Raise :class:`OptionError` for a key listed in :data:`RENAMED_OPTIONS`, naming its new name."""
+    for keys, new in RENAMED_OPTIONS.items():
+        node = opt
+        for k in keys[:-1]:
+            node = node.get(k) if isinstance(node, dict) else None
+        if isinstance(node, dict) and keys[-1] in node:
+            raise OptionError(f"{'.'.join(keys)}: renamed to {new}")
 
 
 class SinCABaseModel(SRModel):
-    """SRModel plus what every restoration stage of this package needs.
+    """SRModel plus the training skeleton every stage of this package shares.
 
-    * EMA that averages only the parameters being trained: frozen modules (codebook, decoder) stay
-      bit-identical to the prior in ``params_ema`` too (``x·d + x·(1-d)`` is not always ``x`` in floating point).
-    * The bottleneck's code-level losses against teacher targets (:meth:`code_losses`).
-    * A discriminator (``network_d``, ``path.pretrain_network_d``) with its optimizer and hinge/any-GAN step.
-    * ``val.key_metric``: after a validation that improves it, ``net_g_best.pth`` (and ``net_d_best.pth``) are saved.
-    * Visuals in [0, 1] whatever ``image_range`` the network works in (CodeFormer: [-1, 1]).
+    Options (``train``): ``ema_decay``; ``pixel_opt`` / ``perceptual_opt`` / ``gan_opt`` (each optional);
+    ``net_d_start_iter`` (the GAN terms and the discriminator start after it; default
+    ``default_net_d_start_iter`` of the model, 0 here) and ``net_d_iters``
+    (a discriminator step every n iterations; default 1); ``optim_g`` (over the trained parameters of net_g) and
+    ``optim_d``. ``network_d`` builds the discriminator (weights from ``path.pretrain_network_d``,
+    ``param_key_d``). ``val.key_metric``: after a validation that improves it, ``net_g_best.pth`` (and
+    ``net_d_best.pth``) are saved.
+
+    EMA averages only the parameters being trained: frozen modules (codebook, decoder) stay bit-identical to the
+    prior in ``params_ema`` too (``x·d + x·(1-d)`` is not always ``x`` in floating point).
     """
 
-    image_range = (0.0, 1.0)
+    default_net_d_start_iter = 0
+
+    def __init__(self, opt):
+        check_renamed_options(opt)
+        super().__init__(opt)
+
+    @property
+    def image_range(self):
+        """The range of the network's images (its ``image_range`` attribute)."""
+        return self.get_bare_model(self.net_g).image_range
+
+    # ----------------------------------------------------------------------------------------------- set-up
+    def init_training_settings(self):
+        train_opt = self.opt['train']
+        self.net_g.train()
+        self.setup_stage()
+        self.setup_ema()
+        self.setup_image_losses()
+        self.net_d_start_iter = int(train_opt.get('net_d_start_iter', self.default_net_d_start_iter))
+        self.net_d_iters = int(train_opt.get('net_d_iters', 1))
+        if self.opt.get('network_d'):
+            self.setup_discriminator()
+        self.setup_optimizers()
+        self.setup_schedulers()
+
+    def setup_stage(self):
+        """Hook: what a stage sets up besides EMA, image losses, discriminator and optimizers; runs first, so
+        weights it loads into net_g also start the EMA copy."""
 
     def setup_ema(self):
         """Build ``net_g_ema`` when ``train.ema_decay > 0`` (from ``params_ema`` of the pretrained file if any)."""
@@ -48,72 +106,11 @@ class SinCABaseModel(SRModel):
             if decay == 0 or param.requires_grad:
                 ema_params[name].mul_(decay).add_(param.data, alpha=1 - decay)
 
-    def setup_code_losses(self):
-        """``train.feat_opt`` (Eq. 6, default weights 1/1), ``train.ce_opt`` (index bottlenecks) and
-        ``train.codebook_opt`` (a baseline's own encoder-feature loss, replacing Eq. 6's encoder term)."""
-        train_opt = self.opt['train']
-        self.cri_feat = build_loss(train_opt.get('feat_opt') or {'type': 'FeatureMatchingLoss'}).to(self.device)
-        self.cri_ce = build_loss(train_opt['ce_opt']).to(self.device) if train_opt.get('ce_opt') else None
-        self.cri_codebook = (build_loss(train_opt['codebook_opt']).to(self.device)
-                             if train_opt.get('codebook_opt') else None)
-
-    def code_losses(self, aux, z_hat, idx_gt, loss_dict):
-        """Losses on the bottleneck auxiliaries given the teacher's z_hat (B, C, h, w) and indices (B, h, w).
-
-        Feature transformers: ``l_feat_match`` = ||z_hat - z_t||^2; every bottleneck: the encoder term
-        ``l_feat_lq`` (Eq. 6's ||z_l - sg(z_hat)||^2, or ``codebook_opt``); bottlenecks with logits: ``l_ce`` and
-        the logged ``code_acc``. Adds to ``loss_dict``; returns the sum.
-        """
-        bottleneck = self.get_bare_model(self.net_g).bottleneck
-        feat = aux['feat'] if isinstance(bottleneck, TransformerBottleneck) else None
-        l_match, l_lq = self.cri_feat(feat, None if self.cri_codebook else aux['lq_feat'], z_hat)
-        if self.cri_codebook is not None:
-            l_lq = self.cri_codebook(aux['lq_feat'], z_hat)
-        total = 0
-        if l_match is not None:
-            loss_dict['l_feat_match'] = l_match
-            total = total + l_match
-        if l_lq is not None:
-            loss_dict['l_feat_lq'] = l_lq
-            total = total + l_lq
-        if 'logits' in aux:
-            if self.cri_ce is not None:
-                loss_dict['l_ce'] = self.cri_ce(aux['logits'], idx_gt)
-                total = total + loss_dict['l_ce']
-            loss_dict['code_acc'] = (aux['logits'].detach().argmax(-1) == idx_gt.flatten(1)).float().mean()
-        return total
-
-    def nondist_validation(self, dataloader, current_iter, tb_logger, save_img):
-        super().nondist_validation(dataloader, current_iter, tb_logger, save_img)
-        key = (self.opt.get('val') or {}).get('key_metric')
-        if not key or not self.is_train or not hasattr(self, 'best_metric_results'):
-            return
-        name = dataloader.dataset.opt['name']
-        if key not in self.best_metric_results.get(name, {}):
-            raise ValueError(f'val.key_metric: {key!r} is not one of val.metrics ({sorted(self.metric_results)})')
-        if self.best_metric_results[name][key]['iter'] == current_iter:
-            get_root_logger().info(f'New best {key} on {name} at iter {current_iter}: saving net_*_best.pth')
-            self.save_network(self.net_g_ema if hasattr(self, 'net_g_ema') else self.net_g, 'net_g', 'best',
-                              param_key='params_ema' if hasattr(self, 'net_g_ema') else 'params')
-            if hasattr(self, 'net_d'):
-                self.save_network(self.net_d, 'net_d', 'best')
-
     def setup_image_losses(self):
         """``pixel_opt``, ``perceptual_opt`` and ``gan_opt`` of ``train`` (each optional)."""
         train_opt = self.opt['train']
         for attr, key in (('cri_pix', 'pixel_opt'), ('cri_perceptual', 'perceptual_opt'), ('cri_gan', 'gan_opt')):
             setattr(self, attr, build_loss(train_opt[key]).to(self.device) if train_opt.get(key) else None)
-
-    def image_losses(self, output, loss_dict, pix_key='l_pix', percep_key='l_percep'):
-        """Pixel + perceptual loss of ``output`` against ``self.gt``; adds to ``loss_dict``, returns the sum."""
-        total = 0
-        if self.cri_pix is not None:
-            loss_dict[pix_key] = self.cri_pix(output, self.gt)
-            total = total + loss_dict[pix_key]
-        if self.cri_perceptual is not None:
-            loss_dict[percep_key] = self.cri_perceptual(output, self.gt)
-            total = total + loss_dict[percep_key]
-        return total
 
     def setup_discriminator(self):
         """Build ``net_d`` from ``network_d`` (weights from ``path.pretrain_network_d`` with ``param_key_d``)."""
@@ -136,6 +133,64 @@ class SinCABaseModel(SRModel):
             opt_d = dict(train_opt['optim_d'])
             self.optimizer_d = self.get_optimizer(opt_d.pop('type'), self.net_d.parameters(), **opt_d)
             self.optimizers.append(self.optimizer_d)
+
+    # ------------------------------------------------------------------------------------------ one step
+    def optimize_parameters(self, current_iter):
+        """Generator step (:meth:`generator_loss`), EMA, then a discriminator step when the generator's GAN term
+        was used (:meth:`gan_generator_term`) and ``net_d_iters`` says so."""
+        self.d_fake = None
+        if hasattr(self, 'net_d'):
+            self.set_d_trainable(False)
+        self.optimizer_g.zero_grad()
+        loss_dict = OrderedDict()
+        self.generator_loss(current_iter, loss_dict).backward()
+        self.optimizer_g.step()
+        if self.ema_decay > 0:
+            self.model_ema(decay=self.ema_decay)
+        self.after_generator_step(current_iter, loss_dict)
+        if self.d_fake is not None and current_iter % self.net_d_iters == 0:
+            self.optimize_discriminator(self.d_fake, loss_dict)
+        self.log_dict = self.reduce_loss_dict(loss_dict)
+
+    def generator_loss(self, current_iter, loss_dict):
+        """Hook: the stage's forward and generator loss terms; logs into ``loss_dict``, returns the total."""
+        raise NotImplementedError
+
+    def after_generator_step(self, current_iter, loss_dict):
+        """Hook: runs after the generator's optimizer and EMA step."""
+
+    def image_losses(self, output, loss_dict, pix_key='l_pix', percep_key='l_percep'):
+        """Pixel + perceptual loss of ``output`` against ``self.gt``; adds to ``loss_dict``, returns the sum."""
+        total = 0
+        if self.cri_pix is not None:
+            loss_dict[pix_key] = self.cri_pix(output, self.gt)
+            total = total + loss_dict[pix_key]
+        if self.cri_perceptual is not None:
+            loss_dict[percep_key] = self.cri_perceptual(output, self.gt)
+            total = total + loss_dict[percep_key]
+        return total
+
+    def gan_active(self, current_iter):
+        return self.cri_gan is not None and hasattr(self, 'net_d') and current_iter > self.net_d_start_iter
+
+    def gan_generator_term(self, current_iter, fake, loss_dict, recon=None, last_layer=None, scale=1.0):
+        """The generator's GAN term on ``fake`` (0 before ``net_d_start_iter`` or without ``gan_opt``).
+
+        With ``last_layer`` (and a tensor ``recon``) the term is weighted by VQGAN's adaptive weight at that layer
+        (clamped to 1) times ``scale``, else by ``scale``; the weight is logged as ``d_weight``. Marks ``fake`` for
+        this iteration's discriminator step.
+        """
+        if not self.gan_active(current_iter):
+            return 0
+        l_g_gan = self.cri_gan(self.net_d(fake), True, is_disc=False)
+        weight = scale
+        if last_layer is not None:
+            if torch.is_tensor(recon):
+                weight = self.adaptive_gan_weight(recon, l_g_gan, last_layer) * scale
+            loss_dict['d_weight'] = torch.as_tensor(weight, device=self.device)
+        loss_dict['l_g_gan'] = weight * l_g_gan
+        self.d_fake = fake
+        return loss_dict['l_g_gan']
 
     @staticmethod
     def adaptive_gan_weight(recon_loss, gan_loss, last_layer, max_weight=1.0):
@@ -160,6 +215,22 @@ class SinCABaseModel(SRModel):
         loss_dict['l_d_real'], loss_dict['l_d_fake'] = l_d_real, l_d_fake
         loss_dict['out_d_real'], loss_dict['out_d_fake'] = real_pred.detach().mean(), fake_pred.detach().mean()
 
+    # ---------------------------------------------------------------------------- validation and saving
+    def nondist_validation(self, dataloader, current_iter, tb_logger, save_img):
+        super().nondist_validation(dataloader, current_iter, tb_logger, save_img)
+        key = (self.opt.get('val') or {}).get('key_metric')
+        if not key or not self.is_train or not hasattr(self, 'best_metric_results'):
+            return
+        name = dataloader.dataset.opt['name']
+        if key not in self.best_metric_results.get(name, {}):
+            raise OptionError(f'val.key_metric: {key!r} is not one of val.metrics ({sorted(self.metric_results)})')
+        if self.best_metric_results[name][key]['iter'] == current_iter:
+            get_root_logger().info(f'New best {key} on {name} at iter {current_iter}: saving net_*_best.pth')
+            self.save_network(self.net_g_ema if hasattr(self, 'net_g_ema') else self.net_g, 'net_g', 'best',
+                              param_key='params_ema' if hasattr(self, 'net_g_ema') else 'params')
+            if hasattr(self, 'net_d'):
+                self.save_network(self.net_d, 'net_d', 'best')
+
     def save(self, epoch, current_iter):
         if hasattr(self, 'net_g_ema'):
             self.save_network([self.net_g, self.net_g_ema], 'net_g', current_iter, param_key=['params', 'params_ema'])
@@ -171,8 +242,8 @@ class SinCABaseModel(SRModel):
 
     @contextmanager
     def evaluation_net(self):
-        """The network to evaluate (EMA if any), in eval mode and without autograd for the block."""
-        net = self.net_g_ema if hasattr(self, 'net_g_ema') else self.net_g
+        """The bare network to evaluate (EMA if any), in eval mode and without autograd for the block."""
+        net = self.get_bare_model(self.net_g_ema if hasattr(self, 'net_g_ema') else self.net_g)
         was_training = net.training
         net.eval()
         try:

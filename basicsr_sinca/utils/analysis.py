@@ -1,21 +1,18 @@
 """Analysis of trained bottlenecks (paper Fig. 2 and Fig. 7), shared by the scripts and the quickstart.
 
-Works on every network of this package: the CodeFormer family (``SinCACodeFormer`` / ``CodeFormer``, images in
-[-1, 1]) and the FeMaSR family (``SinCAFeMaSRNet`` / ``FeMaSRNet``, images in [0, 1]).
+Written against the restorer contract (``archs/restorer_arch.py``): every function works on any network that
+implements :class:`VQRestorer`, per codebook, using only what its bottlenecks declare.
 """
 import numpy as np
 import torch
 
-from basicsr_sinca.archs.bottleneck_arch import TransformerBottleneck, lookup_codes, nearest_code_indices
-from basicsr_sinca.utils.checkpoint import load_state_dict_report, read_state_dict
+from basicsr_sinca.archs.bottleneck_arch import nearest_code_indices
 
 __all__ = [
-    'codebook_usage', 'index_accuracy', 'BottleneckProbe', 'build_teacher', 'predicted_indices', 'attention_split',
-    'plot_attention_split', 'plot_attention_maps', 'plot_code_stats', 'load_for_analysis', 'to_uint8', 'image_grid',
-    'get_pyplot', 'save_figure', 'add_analysis_args', 'iterate_pairs'
+    'codebook_usage', 'index_accuracy', 'predicted_indices', 'attention_split', 'plot_attention_split',
+    'plot_attention_maps', 'plot_code_stats', 'load_for_analysis', 'to_uint8', 'image_grid', 'get_pyplot',
+    'save_figure', 'add_analysis_args', 'iterate_pairs', 'parse_decode_kwargs', 'check_decode_kwargs'
 ]
-
-SEMANTIC_PREFIXES = ('conv_semantic.', 'vgg_feat_extractor.')
 
 
 def codebook_usage(indices, codebook_size):
@@ -34,105 +31,26 @@ def index_accuracy(pred, target):
     return (pred == target).double().mean().item()
 
 
-class BottleneckProbe:
-    """Uniform access to a network's latent, bottleneck and decoder.
-
-    Args:
-        net (nn.Module): A CodeFormer- or FeMaSR-family network of this package (eval mode is set).
-    """
-
-    def __init__(self, net):
-        self.net = net.eval()
-        self.is_codeformer = hasattr(net, 'vqgan_config')
-        if not self.is_codeformer and not hasattr(net, 'femasr_config'):
-            raise ValueError(f'{type(net).__name__} is not a network of this package with a bottleneck')
-        self.image_range = (-1.0, 1.0) if self.is_codeformer else (0.0, 1.0)
-
-    @property
-    def codebook(self):
-        return self.net.codebook
-
-    @property
-    def transformer(self):
-        """The SinCA/SA/CA transformer of the bottleneck, or None (``nearest``, ``index``)."""
-        bottleneck = self.net.bottleneck
-        return bottleneck.transformer if hasattr(bottleneck, 'transformer') else None
-
-    @property
-    def is_feature_bottleneck(self):
-        return isinstance(self.net.bottleneck, TransformerBottleneck)
-
-    @torch.no_grad()
-    def latent(self, x):
-        """LQ image -> (lq_feat, context for the decoder)."""
-        return self.net.encode(x)
-
-    @torch.no_grad()
-    def transform(self, lq_feat, return_attn_split=False):
-        return self.net.bottleneck(lq_feat, self.codebook, return_attn_split=return_attn_split)
-
-    @torch.no_grad()
-    def decode(self, feat, context, w=0.0):
-        """Decoder on ``feat`` (CodeFormer: fidelity weight ``w``; FeMaSR: encoder skips)."""
-        if self.is_codeformer:
-            return self.net.decode(feat, context, w)
-        return self.net.decode(feat, context)
-
-    @torch.no_grad()
-    def restore(self, x, w=0.0):
-        """(image, aux) — aux as returned by the networks (lq_feat, feat, indices, logits, ...)."""
-        lq_feat, context = self.latent(x)
-        feat, aux = self.transform(lq_feat)
-        return self.decode(feat, context, w), dict(aux, lq_feat=lq_feat, feat=feat)
-
-
-class Teacher:
-    """The frozen HQ prior's encoder + codebook: ground-truth latents and code indices of HQ images."""
-
-    def __init__(self, prior):
-        self.prior = prior.eval()
-        self.is_codeformer = hasattr(prior, 'quantize')
-
-    @property
-    def codebook(self):
-        return self.prior.quantize.embedding.weight if self.is_codeformer else self.prior.codebook
-
-    @torch.no_grad()
-    def targets(self, gt):
-        """(z_hat (B, C, h, w), indices (B, h, w)) for HQ images in the network's range."""
-        z = self.prior.encoder(gt) if self.is_codeformer else self.prior.encode(gt)[0]
-        indices, _ = nearest_code_indices(z, self.codebook)
-        return lookup_codes(indices, self.codebook), indices
-
-
-def build_teacher(net, prior_path, device='cpu'):
-    """The HQ prior matching ``net`` (CodeFormer: ``VQAutoEncoder``; FeMaSR: ``FeMaSRNet`` HQ), loaded strictly."""
-    from basicsr_sinca.archs.codeformer_arch import VQAutoEncoder
-    from basicsr_sinca.archs.femasr_arch import FeMaSRNet
-    if hasattr(net, 'vqgan_config'):
-        prior, key = VQAutoEncoder(**net.vqgan_config), 'params_ema'
-    else:
-        prior, key = FeMaSRNet(**dict(net.femasr_config, LQ_stage=False)), 'params'
-    state_dict, used = read_state_dict(prior_path, key)
-    state_dict = {k: v for k, v in state_dict.items() if not k.startswith(SEMANTIC_PREFIXES)}
-    load_state_dict_report(prior, state_dict, strict=True, source=f'HQ prior {prior_path} [{used}]')
-    return Teacher(prior.to(device))
-
-
-def predicted_indices(probe, aux):
-    """Code indices a bottleneck selects (index-based), or the nearest codes of a feature bottleneck's output."""
-    if 'indices' in aux:
-        return aux['indices']
-    return nearest_code_indices(aux['feat'], probe.codebook)[0]
+def predicted_indices(net, output):
+    """Per codebook, the codes the bottleneck selects, or the nearest codes of a continuous output (B, h, w)."""
+    preds = []
+    for bottleneck, out, codebook in zip(net.bottlenecks, output.bottlenecks, net.codebooks):
+        preds.append(out.indices if bottleneck.selects_codes else nearest_code_indices(out.feat, codebook)[0])
+    return preds
 
 
 @torch.no_grad()
-def attention_split(probe, lq_feat):
-    """Per layer, mean attention mass on the LQ tokens (self) and on the codebook, over images, heads and queries."""
-    if probe.transformer is None:
-        raise ValueError(f'bottleneck {probe.net.bottleneck_type!r} has no attention to analyse')
-    _, aux = probe.transform(lq_feat, return_attn_split=True)
-    return [{'self': float(s['self'].mean()), 'codebook': float(s['codebook'].mean())} for s in aux['attn_split']]
+def attention_split(net, latents):
+    """Per codebook: None for a bottleneck without attention, else per layer the mean attention mass on the LQ
+    tokens (``'self'``) and on the codebook (``'codebook'``), over images, heads and queries."""
+    splits = []
+    for bottleneck, latent, codebook in zip(net.bottlenecks, latents, net.codebooks):
+        if not bottleneck.has_attention:
+            splits.append(None)
+            continue
+        layers = bottleneck(latent, codebook, return_attn_split=True).attn_split
+        splits.append([{'self': float(d['self'].mean()), 'codebook': float(d['codebook'].mean())} for d in layers])
+    return splits
 
 
 def get_pyplot():
@@ -229,34 +147,36 @@ def save_figure(fig, path):
 
 def load_for_analysis(opt_path, model_path, param_key='params_ema', prior_path=None, dataset_key=None,
                       device='cpu'):
-    """Network, HQ teacher and evaluation dataset described by a training/test option file.
+    """Network, HQ prior and evaluation dataset described by a training/test option file.
 
     Args:
-        opt_path (str): Option file (its ``network_g`` and one ``datasets`` entry are used).
+        opt_path (str): Option file (its ``network_g``, ``network_hq`` if any and one ``datasets`` entry are used).
         model_path (str): Trained checkpoint of ``network_g``.
         param_key (str): Key in the checkpoint (falls back to ``params``).
-        prior_path (str | None): HQ prior; default from the options (``network_g.vqgan_path``,
-            ``path.pretrain_network_vqgan`` or ``path.pretrain_network_hq``).
+        prior_path (str | None): HQ prior; default ``path.pretrain_network_hq`` of the options (not needed when
+            the network carries its prior).
         dataset_key (str | None): Entry of ``datasets`` (default: ``val``, else the first ``test_*``).
 
     Returns:
-        tuple: (BottleneckProbe, Teacher, dataset)
+        tuple: (network in eval mode, its frozen :class:`HQPrior`, dataset)
     """
     from basicsr.data import build_dataset
 
+    from basicsr_sinca.archs.restorer_arch import VQRestorer
+    from basicsr_sinca.utils.checkpoint import load_state_dict_report, read_state_dict
     from basicsr_sinca.utils.inference import build_net_from_options
     from basicsr_sinca.utils.options import OptionError, load_options
     opt = load_options(opt_path)
     net = build_net_from_options(opt_path)
+    if not isinstance(net, VQRestorer):
+        raise OptionError(f"{opt_path}: network_g.type {opt['network_g']['type']} does not implement the restorer "
+                          'contract (basicsr_sinca.archs.restorer_arch.VQRestorer)')
     state_dict, used = read_state_dict(model_path, param_key, ('params_ema', 'params'))
     load_state_dict_report(net, state_dict, strict=True, source=f'{model_path} [{used}]')
-    probe = BottleneckProbe(net.to(device))
+    net = net.to(device).eval()
     path_opt = opt.get('path') or {}
-    prior_path = (prior_path or opt['network_g'].get('vqgan_path') or path_opt.get('pretrain_network_vqgan')
-                  or path_opt.get('pretrain_network_hq'))
-    if not prior_path:
-        raise OptionError(f'{opt_path}: no HQ prior path in the options; pass --prior')
-    teacher = build_teacher(net, prior_path, device)
+    prior_path = prior_path or path_opt.get('pretrain_network_hq')
+    prior = net.build_prior(prior_path, opt.get('network_hq'), path_opt.get('param_key_hq')).to(device)
     datasets = opt.get('datasets') or {}
     key = dataset_key or ('val' if 'val' in datasets else next((k for k in datasets if k.startswith('test')), None))
     if key not in datasets:
@@ -264,7 +184,7 @@ def load_for_analysis(opt_path, model_path, param_key='params_ema', prior_path=N
     ds_opt = dict(datasets[key], phase='val')
     if 'scale' in opt:
         ds_opt['scale'] = opt['scale']
-    return probe, teacher, build_dataset(ds_opt)
+    return net, prior, build_dataset(ds_opt)
 
 
 def to_uint8(tensor, image_range):
@@ -294,7 +214,8 @@ def add_analysis_args(parser):
     parser.add_argument('--opt', required=True, help='option file of the model (network_g and a dataset)')
     parser.add_argument('--model_path', required=True, help='trained checkpoint')
     parser.add_argument('--param_key', default='params_ema', help='key in the checkpoint (default params_ema)')
-    parser.add_argument('--prior', default=None, help='HQ prior checkpoint (default: from the option file)')
+    parser.add_argument('--prior', default=None,
+                        help='HQ prior checkpoint (default: path.pretrain_network_hq of the option file)')
     parser.add_argument('--dataset', default=None, help='entry of `datasets` to use (default: val, else test_1)')
     parser.add_argument('--max_images', type=int, default=0, help='use at most this many images (0: all)')
     parser.add_argument('-o', '--output', required=True, help='output folder')
@@ -308,3 +229,26 @@ def iterate_pairs(dataset, device, max_images=0):
     for i in tqdm(range(n), desc='images', unit='img'):
         item = dataset[i]
         yield item['lq'][None].to(device), item['gt'][None].to(device), item.get('lq_path', str(i))
+
+
+def parse_decode_kwargs(entries):
+    """``['w=0.5', 'adain=true']`` -> ``{'w': 0.5, 'adain': True}`` (values parsed as YAML)."""
+    import yaml
+    out = {}
+    for entry in entries or []:
+        key, sep, value = entry.partition('=')
+        if not sep or not key.strip():
+            raise ValueError(f'--decode {entry!r}: expected KEY=VALUE')
+        out[key.strip()] = yaml.safe_load(value)
+    return out
+
+
+def check_decode_kwargs(net, decode_kwargs):
+    """Raise ValueError naming the keys of ``decode_kwargs`` that ``net.decode`` does not take."""
+    import inspect
+    params = inspect.signature(net.decode).parameters
+    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+    known = [k for k in list(params)[2:] if params[k].kind is not inspect.Parameter.VAR_KEYWORD]
+    unknown = [k for k in decode_kwargs if k not in known and not takes_any]
+    if unknown:
+        raise ValueError(f'--decode {unknown}: {type(net).__name__}.decode takes {known or "no options"}')

@@ -60,8 +60,9 @@ def load_state_dict_report(net, state_dict, strict=True, source='checkpoint'):
     loadable = {k: v for k, v in state_dict.items() if k not in mismatched}
     result = net.load_state_dict(loadable, strict=False)
     parts = []
-    if result.missing_keys:
-        parts.append(f'{len(result.missing_keys)} missing keys ({_examples(result.missing_keys)})')
+    missing = [k for k in result.missing_keys if k not in mismatched]  # mis-shaped keys are reported as such
+    if missing:
+        parts.append(f'{len(missing)} missing keys ({_examples(missing)})')
     if result.unexpected_keys:
         parts.append(f'{len(result.unexpected_keys)} unexpected keys ({_examples(result.unexpected_keys)})')
     if mismatched:

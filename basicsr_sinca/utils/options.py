@@ -2,9 +2,12 @@
 
 BasicSR reads one plain YAML file. Our entry points first resolve ``_base_: [...]`` with mmengine's
 ``Config`` (child keys override base keys, ``_delete_: true`` replaces a subtree, ``datasets.<phase>: ~``
-drops an inherited dataset), apply
+drops an inherited dataset, ``{{_base_.name}}`` inserts a value defined in a base file), apply
 ``--force_yml key:sub=value`` overrides, and check the result against BasicSR's registries so that a typo
 fails in one line naming the key, before any experiment folder is created.
+
+Top-level keys written ``_name_`` (e.g. ``_bottleneck_`` of ``options/_base_/bottleneck/*.yml``) are variables of
+the option files: leaf files insert them with ``{{_base_._bottleneck_}}``; they are removed after resolution.
 """
 import difflib
 import os
@@ -16,6 +19,7 @@ import yaml
 __all__ = ['OptionError', 'load_options', 'dump_options', 'apply_force_yml', 'check_options', 'write_resolved']
 
 _SCI_FLOAT = re.compile(r'^[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+$')
+_VARIABLE = re.compile(r'^_[A-Za-z0-9]\w*_$')
 
 
 class OptionError(ValueError):
@@ -64,7 +68,7 @@ def load_options(opt_path):
         problem = getattr(err, 'problem', None) or str(err).splitlines()[0]
         raise OptionError(f'{opt_path}: invalid YAML{where}: {problem}') from None
     opt = _plain(cfg.to_dict())
-    opt.pop('_base_', None)
+    opt = {k: v for k, v in opt.items() if not _VARIABLE.match(k)}  # _base_ and option-file variables
     if isinstance(opt.get('datasets'), dict):  # `phase: ~` in a child drops a phase inherited from a base
         opt['datasets'] = {k: v for k, v in opt['datasets'].items() if v is not None}
     if not opt:
@@ -95,7 +99,7 @@ def apply_force_yml(opt, entries):
             if not isinstance(node.get(key), dict):
                 raise OptionError(f"--force_yml {entry!r}: '{':'.join(keys[:i + 1])}' is not a mapping in the options")
             node = node[key]
-        node[keys[-1]] = _postprocess_yml_value(value.strip())
+        node[keys[-1]] = _plain(_postprocess_yml_value(value.strip()))  # '2e-4' is a float here too
     return opt
 
 

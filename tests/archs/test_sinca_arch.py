@@ -1,4 +1,4 @@
-"""SinCA core: attention equations, transformer, caches, long sequences, bottlenecks, feature loss."""
+"""SinCA core: attention equations, transformer, caches, long sequences, index variant."""
 import copy
 import math
 
@@ -7,13 +7,11 @@ import torch
 import torch.nn.functional as F
 
 from basicsr_sinca.archs import sinca_arch
-from basicsr_sinca.archs.bottleneck_arch import build_bottleneck, nearest_code_indices
 from basicsr_sinca.archs.sinca_arch import SinCAAttention, SinCAIndexTransformer, SinCATransformer
-from basicsr_sinca.losses.sinca_loss import FeatureMatchingLoss
 
 
 def naive_attention(attn, x, codebook):
-    """Eq. of DESIGN.md section 2 written out with einsum (no SDPA, no chunking, no cache)."""
+    """The equations of docs/architecture.md written out with einsum (no SDPA, no chunking, no cache)."""
     lin = lambda layer, t: torch.einsum('...i,oi->...o', t, layer.weight) + layer.bias  # noqa: E731
     b, n, c = x.shape
     h = attn.num_heads
@@ -188,88 +186,3 @@ def test_index_transformer_looks_up_top1_rows():
     assert torch.equal(quant, codebook[indices].permute(0, 3, 1, 2))
     with pytest.raises(ValueError, match=r'codebook of shape \(21, 32\)'):
         net(feat, torch.randn(21, 32))
-
-
-def test_nearest_bottleneck_brute_force_and_straight_through():
-    torch.manual_seed(0)
-    codebook = torch.randn(30, 8, dtype=torch.float64)
-    feat = torch.randn(2, 8, 3, 5, dtype=torch.float64, requires_grad=True)
-    out, aux = build_bottleneck({'type': 'nearest'}, 8, 30)(feat, codebook)
-    brute = torch.empty(2, 3, 5, dtype=torch.long)
-    for b in range(2):
-        for i in range(3):
-            for j in range(5):
-                dists = ((feat.detach()[b, :, i, j] - codebook)**2).sum(dim=1)
-                brute[b, i, j] = min(range(30), key=lambda m: float(dists[m]))
-    assert torch.equal(aux['indices'], brute)
-    assert torch.allclose(out, codebook[brute].permute(0, 3, 1, 2))
-    upstream = torch.randn_like(out)
-    out.backward(upstream)
-    assert torch.equal(feat.grad, upstream)  # straight-through: d out / d z = identity
-    idx, dist = nearest_code_indices(feat.detach(), codebook)
-    assert dist.shape == (30, 30) and torch.equal(idx, brute)
-
-
-@pytest.mark.parametrize('btype', ['sinca', 'sa', 'ca', 'sinca_index'])
-def test_transformer_bottlenecks_through_registry(btype):
-    b = build_bottleneck({'type': btype, 'num_layers': 1, 'num_heads': 2}, 16, 12)
-    feat, aux = b(torch.randn(1, 16, 4, 4), torch.randn(12, 16), return_attn_split=True)
-    assert feat.shape == (1, 16, 4, 4) and len(aux['attn_split']) == 1
-    if btype == 'sinca_index':
-        assert aux['logits'].shape == (1, 16, 12)
-
-
-def test_shape_errors_name_both_shapes():
-    attn = SinCAAttention(32, 4)
-    with pytest.raises(ValueError, match=r'codebook of shape \(10, 16\) does not match tokens of shape \(2, 7, 32\)'):
-        attn(torch.randn(2, 7, 32), torch.randn(10, 16))
-    with pytest.raises(ValueError, match=r'codebook of shape \(3, 10, 32\) does not match tokens of shape \(2, 7'):
-        attn(torch.randn(2, 7, 32), torch.randn(3, 10, 32))
-    with pytest.raises(ValueError, match=r'tokens of shape \(2, 7, 16\) do not match dim=32'):
-        attn(torch.randn(2, 7, 16), torch.randn(10, 32))
-    b = build_bottleneck('sinca', 32, 10)
-    with pytest.raises(ValueError, match=r'latent of shape \(1, 16, 4, 4\) does not match codebook of shape \(10, 3'):
-        b(torch.randn(1, 16, 4, 4), torch.randn(10, 32))
-    with pytest.raises(ValueError, match="unknown bottleneck 'vq'; expected one of: .*nearest"):
-        build_bottleneck({'type': 'vq'}, 32, 10)
-    with pytest.raises(ValueError, match="bottleneck 'nearest': bad options"):
-        build_bottleneck({'type': 'nearest', 'num_layers': 3}, 32, 10)
-
-
-def test_feature_matching_loss_eq6():
-    torch.manual_seed(0)
-    target = torch.randn(2, 8, 4, 4, requires_grad=True)
-    z_t = torch.randn(2, 8, 4, 4, requires_grad=True)
-    z_l = torch.randn(2, 8, 4, 4, requires_grad=True)
-    l_match, l_lq = FeatureMatchingLoss()(z_t, z_l, target)
-    assert torch.allclose(l_match, ((target - z_t) ** 2).mean())
-    assert torch.allclose(l_lq, ((z_l - target) ** 2).mean())
-    (l_match + l_lq).backward()
-    assert target.grad is None and z_t.grad is not None and z_l.grad is not None
-    l_match, l_lq = FeatureMatchingLoss(match_weight=2.0, lq_weight=0.0, loss_weight=0.5)(z_t, z_l, target)
-    assert l_lq is None and torch.allclose(l_match, ((target - z_t) ** 2).mean())
-
-
-def test_benchmark_quick_output_format(tmp_path):
-    import json
-    import subprocess
-    import sys
-
-    from helpers import REPO, sub_env
-    out = tmp_path / 'bench'
-    proc = subprocess.run([sys.executable, f'{REPO}/scripts/benchmark.py', '--quick', '--out', str(out)],
-                          capture_output=True, text=True, env=sub_env(), timeout=600)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    res = json.loads((out / 'benchmark.json').read_text())
-    assert res['quick'] is True and [r['batch'] for r in res['a']] == [1, 8]
-    for r in res['a']:
-        for key in ('sinca_infer_ms', 'index_infer_ms', 'sinca_train_ms', 'index_train_ms'):
-            assert r[key] > 0
-        assert abs(r['infer_ratio'] - r['sinca_infer_ms'] / r['index_infer_ms']) < 1e-9
-    assert [r['tokens'] for r in res['b']] == res['config']['tokens']
-    assert all(r['sinca_ms'] > 0 and 'naive_ms' in r for r in res['b'])
-    assert res['c']['transformer_gflop'] > 0 and res['c']['matmul_gflops_per_s'] > 0
-    assert len(res['targets']) == 3 and all(isinstance(t['met'], bool) for t in res['targets'])
-    table = (out / 'benchmark.md').read_text()
-    assert table.count('\n| ') >= 2 + 2 + 3 and '## (a)' in table and '## Targets' in table
-    assert table in proc.stdout

@@ -4,7 +4,7 @@ from os import path as osp
 
 import pytest
 import torch
-from helpers import REPO, entry_cmd, make_tiny_femasr_workdir, read_train_log, run_cmd
+from helpers import REPO, entry_cmd, logged_values, make_tiny_femasr_workdir, read_train_log, run_cmd
 
 TINY = osp.join(REPO, 'options', 'train', 'femasr', 'tiny')
 FROZEN = ('quantize_group.', 'decoder_group.', 'after_quant_group.', 'out_conv.')
@@ -16,9 +16,6 @@ def workdir(tmp_path_factory):
     prior = make_tiny_femasr_workdir(str(root))
     return root, torch.load(prior, map_location='cpu')['params']
 
-
-def _losses(log, key):
-    return [float(v) for v in re.findall(rf'{key}: ([-\d.e+]+)', log)]
 
 
 def _check_frozen(ckpt, prior):
@@ -34,7 +31,7 @@ def test_sinca_sr_stage(workdir):
     exp = root / 'experiments' / 'tiny_FeMaSR_x4_sinca'
     log = read_train_log(exp)
     for key in ('l_feat_match', 'l_feat_lq', 'l_pix', 'l_percep', 'l_g_gan', 'l_d_real', 'l_d_fake'):
-        assert len(_losses(log, key)) == 10, key
+        assert len(logged_values(log, key)) == 10, key
     assert re.search(r'# psnr: [\d.]+', log) and re.search(r'# lpips: [\d.]+', log)
     assert 'New best lpips' in log and (exp / 'models' / 'net_g_best.pth').is_file()
     assert (exp / 'models' / 'net_d_10.pth').is_file()
@@ -49,7 +46,7 @@ def test_nearest_retrain(workdir):
     run_cmd(entry_cmd('train', '-opt', osp.join(TINY, 'x4_retrain.yml')), cwd=root)
     exp = root / 'experiments' / 'tiny_FeMaSR_x4_retrain'
     log = read_train_log(exp)
-    assert len(_losses(log, 'l_feat_lq')) == 10 and 'l_feat_match' not in log
+    assert len(logged_values(log, 'l_feat_lq')) == 10 and 'l_feat_match' not in log
     _check_frozen(exp / 'models' / 'net_g_10.pth', prior)
     sd = torch.load(exp / 'models' / 'net_g_10.pth', map_location='cpu')['params']
     assert not any(k.startswith('bottleneck.') for k in sd)
@@ -68,7 +65,7 @@ def test_sinca_overfits_a_fixed_batch(workdir):
             'datasets:train:gt_size=~', 'datasets:train:use_hflip=false', 'datasets:train:use_rot=false',
             'val:val_freq=1000', 'logger:save_checkpoint_freq=1000']
     run_cmd(entry_cmd('train', *args), cwd=root)
-    match = _losses(read_train_log(root / 'experiments' / 'tiny_femasr_overfit'), 'l_feat_match')
+    match = logged_values(read_train_log(root / 'experiments' / 'tiny_femasr_overfit'), 'l_feat_match')
     assert len(match) == 40
     start, end = sum(match[:3]) / 3, sum(match[-3:]) / 3
     assert end < 0.3 * start, (start, end)

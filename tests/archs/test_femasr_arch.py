@@ -63,5 +63,30 @@ def _official_order(case):
 
 
 def _last_indices(net, padded):
-    z, _ = net.encode(padded)
-    return net.bottleneck(z, net.codebook)[1]['indices'][:, None]
+    latents, _ = net.encode(padded)
+    return net.bottlenecks[0](latents[0], net.codebooks[0]).indices[:, None]
+
+
+def test_hq_prior_file_with_semantic_branch_and_targets(tmp_path):
+    """The released HQ prior carries its semantic-loss branch; it loads strictly into the HQ FeMaSRNet, which is
+    the teacher of the SR net (same codebook, nearest codes of the feature entering its quantiser)."""
+    from helpers import TINY_FEMASR_HQ
+
+    from basicsr_sinca.archs.femasr_arch import SinCAFeMaSRNet
+    from basicsr_sinca.utils.checkpoint import load_state_dict_report
+    torch.manual_seed(0)
+    hq = FeMaSRNet(**TINY_FEMASR_HQ).eval()
+    torch.nn.init.normal_(hq.quantize_group[0].embedding.weight)
+    sd = dict(hq.state_dict(), **{'conv_semantic.0.weight': torch.zeros(8, 8, 1, 1),
+                                  'vgg_feat_extractor.mean': torch.zeros(1, 3, 1, 1)})
+    assert load_state_dict_report(FeMaSRNet(**TINY_FEMASR_HQ), sd, strict=True) == ''
+    torch.save({'params': sd}, tmp_path / 'hq.pth')
+    sr_args = {k: v for k, v in TINY_FEMASR_HQ.items() if k != 'LQ_stage'}
+    sr = SinCAFeMaSRNet('nearest', LQ_stage=True, scale_factor=4, **sr_args)
+    prior = sr.build_prior(str(tmp_path / 'hq.pth'))
+    assert type(prior) is FeMaSRNet and not prior.LQ_stage
+    gt = torch.rand(1, 3, 64, 64)
+    (target, ) = prior.prior_targets(gt)
+    with torch.no_grad():
+        _, _, _, indices = hq(gt)  # the official forward's nearest codes
+    assert torch.equal(target.indices[:, None], indices[0])

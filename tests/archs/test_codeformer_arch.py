@@ -1,7 +1,9 @@
-"""Golden cases codeformer_vqgan and codeformer: our archs compute the official functions (float64)."""
+"""Golden cases codeformer_vqgan and codeformer: our archs compute the official functions (float64); the CodeFormer
+family on the restorer contract."""
 import pytest
 import torch
 from golden import assert_close, load_case
+from helpers import TINY_VQGAN
 
 from basicsr_sinca.archs.codeformer_arch import CodeFormer, SinCACodeFormer, VQAutoEncoder
 
@@ -70,7 +72,11 @@ def test_codeformer_calls(codeformer_case):
             assert_close('code_only.lq_feat', lq_feat, ref['lq_feat'], tol)
             for name in ('w0', 'w0.5_adain', 'w1'):
                 captured.clear()
-                image, logits_full, lq_full = net(x, **calls[name]['kwargs'])
+                if name == 'w0.5_adain':  # the restorer contract's path, against the same golden outputs
+                    out = net.restore(x, **calls[name]['kwargs'])
+                    image, logits_full, lq_full = out.image, out.bottlenecks[0].logits, out.latents[0]
+                else:
+                    image, logits_full, lq_full = net(x, **calls[name]['kwargs'])
                 assert torch.equal(logits_full, logits) and torch.equal(lq_full, lq_feat)
                 assert_close(f'{name}.quant_feat', captured[0], calls[name]['outputs']['quant_feat'], tol)
                 assert_close(f'{name}.image', image, calls[name]['outputs']['image'], tol)
@@ -112,3 +118,58 @@ def test_discriminator_layout_and_release_loading(tmp_path):
     torch.save({'params': {k: v for k, v in sd.items() if not k.startswith('main.14')}}, tmp_path / 'short.pth')
     with pytest.raises(ValueError, match=r'does not match VQGANDiscriminator: 2 missing keys \(main.14.bias'):
         VQGANDiscriminator(model_path=str(tmp_path / 'short.pth'))
+
+
+def test_prior_targets_and_build_prior(tmp_path):
+    from basicsr_sinca.archs.codeformer_arch import SinCACodeFormer
+    from basicsr_sinca.archs.restorer_arch import HQPrior
+    torch.manual_seed(0)
+    prior = VQAutoEncoder(**TINY_VQGAN).eval()
+    torch.nn.init.normal_(prior.quantize.embedding.weight)
+    gt = torch.rand(2, 3, 64, 64) * 2 - 1
+    (target, ) = prior.prior_targets(gt)
+    with torch.no_grad():
+        z = prior.encoder(gt)
+        _, _, stats = prior.quantize(z)  # the official quantiser's codes
+    assert torch.equal(target.indices.reshape(-1), stats['min_encoding_indices'].reshape(-1))
+    assert torch.equal(target.feat, prior.quantize.embedding.weight[target.indices].permute(0, 3, 1, 2))
+
+    torch.save({'params_ema': prior.state_dict()}, tmp_path / 'prior.pth')
+    net = SinCACodeFormer('nearest', connect_list=['16'], **TINY_VQGAN)
+    built = net.build_prior(str(tmp_path / 'prior.pth'))
+    assert isinstance(built, HQPrior) and not built.training
+    assert not any(p.requires_grad for p in built.parameters())
+    assert torch.equal(built.prior_targets(gt)[0].indices, target.indices)
+    with pytest.raises(ValueError, match='path.pretrain_network_hq: the targets of SinCACodeFormer come from its HQ '
+                                         r'prior \(VQAutoEncoder\)'):
+        net.build_prior(None)
+    wrong = dict(TINY_VQGAN, codebook_size=32)
+    torch.save({'params_ema': VQAutoEncoder(**wrong).state_dict()}, tmp_path / 'wrong.pth')
+    with pytest.raises(ValueError, match='does not match VQAutoEncoder'):
+        net.build_prior(str(tmp_path / 'wrong.pth'))
+    with pytest.raises(ValueError, match=r'has codebooks \[\(32, 32\)\], SinCACodeFormer has \[\(64, 32\)\]'):
+        net.build_prior(str(tmp_path / 'wrong.pth'), network_opt=dict(type='VQAutoEncoder', **wrong))
+
+
+@pytest.mark.parametrize('bottleneck', [
+    {'type': 'sinca', 'num_layers': 1, 'num_heads': 4}, {'type': 'sa', 'num_layers': 1, 'num_heads': 4},
+    {'type': 'ca', 'num_layers': 1, 'num_heads': 4}, {'type': 'sinca_index', 'num_layers': 1, 'num_heads': 4},
+    {'type': 'nearest'}, {'type': 'index', 'dim_embd': 32, 'n_head': 4, 'n_layers': 1}])
+def test_every_bottleneck_in_codeformer(bottleneck):
+    from basicsr_sinca.archs.codeformer_arch import SinCACodeFormer
+    from helpers import TINY_VQGAN
+    torch.manual_seed(0)
+    net = SinCACodeFormer(bottleneck=bottleneck, connect_list=['16', '32'], **TINY_VQGAN).eval()
+    x = torch.rand(2, 3, 64, 64) * 2 - 1
+    with torch.no_grad():
+        out = net(x, w=1.0, adain=True)
+        codes = net(x, code_only=True)
+    assert out.image.shape == x.shape and codes.image is None
+    assert out.bottlenecks[0].feat.shape == out.latents[0].shape == (2, 32, 8, 8)
+    assert torch.equal(codes.bottlenecks[0].feat, out.bottlenecks[0].feat)
+    if net.bottleneck.selects_codes:
+        indices = out.bottlenecks[0].indices
+        assert torch.allclose(out.bottlenecks[0].feat, net.codebooks[0][indices].permute(0, 3, 1, 2), atol=1e-6)
+    if bottleneck['type'] != 'index':  # everything but the position table works at any size divisible by 8
+        with torch.no_grad():
+            assert net(torch.rand(1, 3, 96, 128), w=0.5).image.shape == (1, 3, 96, 128)

@@ -6,7 +6,7 @@ from os import path as osp
 import numpy as np
 import pytest
 import torch
-from helpers import REPO, entry_cmd, make_tiny_codeformer_workdir, run_cmd
+from helpers import REPO, TINY_VQGAN, entry_cmd, make_tiny_codeformer_workdir, run_cmd
 
 from basicsr_sinca.utils.analysis import codebook_usage, index_accuracy
 
@@ -60,8 +60,8 @@ def _independent(root, opt, exp):
     options = load_options(osp.join(TINY, opt))
     net = build_net_from_options(osp.join(TINY, opt)).eval()
     net.load_state_dict(torch.load(root / 'experiments' / exp / 'models' / 'net_g_latest.pth')['params_ema'])
-    prior = VQAutoEncoder(**net.vqgan_config).eval()
-    prior.load_state_dict(torch.load(root / options['network_g']['vqgan_path'])['params_ema'])
+    prior = VQAutoEncoder(**TINY_VQGAN).eval()
+    prior.load_state_dict(torch.load(root / options['path']['pretrain_network_hq'])['params_ema'])
     import os
     cwd = os.getcwd()
     os.chdir(root)
@@ -84,12 +84,13 @@ def test_codebook_analysis_matches_independent_computation(trained, tmp_path):
     result = json.loads((tmp_path / 'codebook.json').read_text())
     net, _, lq, _, gt_idx = _independent(trained, 'stage2_retrain.yml', 'tiny_CodeFormer_stage2_retrain')
     with torch.no_grad():
-        logits = net(lq, code_only=True)['logits']
+        logits = net.bottleneck.logits(net.encoder(lq))
     pred = logits.argmax(-1).reshape(gt_idx.shape)
-    assert result['images'] == 6 and result['predicted'] == 'selected codes'
-    assert result['accuracy'] == pytest.approx((pred == gt_idx).double().mean().item(), abs=1e-12)
-    assert result['usage_predicted'] == pytest.approx(len(set(pred.reshape(-1).tolist())) / 64)
-    assert result['usage_ground_truth'] == pytest.approx(len(set(gt_idx.reshape(-1).tolist())) / 64)
+    (stats, ) = result['codebooks']
+    assert result['images'] == 6 and stats['predicted'] == 'selected codes' and stats['bottleneck'] == 'index'
+    assert stats['accuracy'] == pytest.approx((pred == gt_idx).double().mean().item(), abs=1e-12)
+    assert stats['usage_predicted'] == pytest.approx(len(set(pred.reshape(-1).tolist())) / 64)
+    assert stats['usage_ground_truth'] == pytest.approx(len(set(gt_idx.reshape(-1).tolist())) / 64)
     assert (tmp_path / 'codebook_stats.png').stat().st_size > 1000
     assert (tmp_path / 'code_frequencies.png').stat().st_size > 1000
 
@@ -97,12 +98,12 @@ def test_codebook_analysis_matches_independent_computation(trained, tmp_path):
 def test_attention_analysis_matches_independent_computation(trained, tmp_path):
     assert _run(analyze_attention, trained, 'stage2_sinca.yml', 'tiny_CodeFormer_stage2_sinca', tmp_path,
                 '--queries', '0.5', '0.5', '0.1', '0.9') == 0
-    result = json.loads((tmp_path / 'attention.json').read_text())
+    (result, ) = json.loads((tmp_path / 'attention.json').read_text())['codebooks']
     net, _, lq, _, _ = _independent(trained, 'stage2_sinca.yml', 'tiny_CodeFormer_stage2_sinca')
     transformer = net.bottleneck.transformer
     with torch.no_grad():
         lq_feat = net.encoder(lq)
-        maps = transformer.attention_maps(lq_feat, net.codebook, list(range(64)))  # every query, full maps
+        maps = transformer.attention_maps(lq_feat, net.quantize.embedding.weight, list(range(64)))  # all queries
     for layer, m in zip(result['layers'], maps):
         self_mass = m[..., :64].sum(-1).mean().item()  # 8x8 latent: 64 tokens, then 64 codes
         assert layer['self'] == pytest.approx(self_mass, abs=1e-5)
@@ -125,7 +126,7 @@ def test_gt_index_restoration_matches_independent_computation(trained, tmp_path)
         lq_feat, enc_feats = net.encode(lq[:1])
         codes = prior.quantize.embedding.weight[gt_idx[:1]].permute(0, 3, 1, 2)
         oracle = net.generator(codes)  # w = 0: no fusion
-        model_out = net(lq[:1], w=0)[0]
+        model_out = net(lq[:1], w=0).image
     psnr_oracle = calculate_psnr(output2img(oracle), output2img(gt[:1]), crop_border=0)
     psnr_model = calculate_psnr(output2img(model_out), output2img(gt[:1]), crop_border=0)
     first = result['per_image'][0]

@@ -1,0 +1,118 @@
+"""The generic restoration stage: any network on the restorer contract, trained toward its HQ prior's targets.
+
+:class:`VQRestorationModel` is the base of every baseline's restoration model (the teacher and the code losses
+live here, once) and a registered model in its own right: a network that implements
+:class:`~basicsr_sinca.archs.restorer_arch.VQRestorer` trains with ``model_type: VQRestorationModel`` and no
+model code of its own.
+"""
+from basicsr.losses import build_loss
+from basicsr.utils import get_root_logger
+from basicsr.utils.registry import MODEL_REGISTRY
+
+from basicsr_sinca.archs.restorer_arch import VQRestorer, codebook_suffix
+from basicsr_sinca.models.base import SinCABaseModel
+from basicsr_sinca.utils.options import OptionError
+
+__all__ = ['VQRestorationModel']
+
+
+@MODEL_REGISTRY.register()
+class VQRestorationModel(SinCABaseModel):
+    """A restoration stage of any network on the restorer contract (:class:`VQRestorer`).
+
+    Per iteration: the frozen HQ prior gives per-codebook targets on the GT (:meth:`prior_targets`); the network
+    runs on the LQ image (code-only when no image loss is configured); the loss is the code losses of every
+    codebook (:meth:`code_losses`) plus, on images, ``pixel_opt``, ``perceptual_opt`` and the GAN term.
+
+    Options: ``path.pretrain_network_hq`` (the prior's checkpoint; ``path.param_key_hq``) and ``network_hq`` (its
+    arch options, default: what the network says, ``prior_config()``); ``train.feat_opt`` (Eq. 6, default weights
+    1/1), ``train.ce_opt`` (index bottlenecks), ``train.codebook_opt`` (a baseline's own encoder-feature loss,
+    replacing Eq. 6's encoder term).
+    """
+
+    def setup_stage(self):
+        bare = self.get_bare_model(self.net_g)
+        if not isinstance(bare, VQRestorer):
+            raise OptionError(f"network_g.type: {self.opt['network_g']['type']} does not implement the restorer "
+                              'contract (basicsr_sinca.archs.restorer_arch.VQRestorer)')
+        if bare.official_forward:
+            raise OptionError(f"network_g.type: {self.opt['network_g']['type']} keeps the upstream forward (for "
+                              'loading and inference); train its contract twin instead (see its docstring)')
+        self.setup_prior()
+        self.setup_code_losses()
+
+    def setup_prior(self):
+        """The frozen HQ prior (teacher) of the network, from ``path.pretrain_network_hq`` / ``network_hq``."""
+        path_opt = self.opt['path']
+        path = path_opt.get('pretrain_network_hq')
+        try:
+            prior = self.get_bare_model(self.net_g).build_prior(path, self.opt.get('network_hq'),
+                                                                 path_opt.get('param_key_hq'))
+        except ValueError as err:
+            raise OptionError(str(err)) from None
+        self.prior = prior.to(self.device)
+        get_root_logger().info(f'Targets from the frozen HQ prior {path or "(part of network_g)"}')
+
+    def prior_targets(self, gt):
+        """Per codebook :class:`PriorTarget` (z_hat, indices) of ``gt``; no gradient."""
+        return self.prior.prior_targets(gt)
+
+    def setup_code_losses(self):
+        train_opt = self.opt['train']
+        self.cri_feat = build_loss(train_opt.get('feat_opt') or {'type': 'FeatureMatchingLoss'}).to(self.device)
+        self.cri_ce = build_loss(train_opt['ce_opt']).to(self.device) if train_opt.get('ce_opt') else None
+        self.cri_codebook = (build_loss(train_opt['codebook_opt']).to(self.device)
+                             if train_opt.get('codebook_opt') else None)
+
+    def code_losses(self, output, targets, loss_dict):
+        """Losses of every codebook's bottleneck against the prior's targets, summed; each term logged per codebook
+        (names get ``_c{i}`` when the network has several codebooks).
+
+        * ``l_feat_match``: ||z_hat - z_t||^2, for bottlenecks with a ``continuous`` output (Eq. 6);
+        * ``l_feat_lq``: the encoder term ||z_l - sg(z_hat)||^2 (Eq. 6), or ``codebook_opt`` when given;
+        * ``l_ce`` (with ``ce_opt``) and the logged ``code_acc``, for bottlenecks that ``predicts_logits``.
+
+        Args:
+            output (RestorerOutput): The network's output.
+            targets (list[PriorTarget]): :meth:`prior_targets` of the GT.
+            loss_dict (OrderedDict): Receives the terms.
+
+        Returns:
+            Tensor: the sum.
+        """
+        bottlenecks = self.get_bare_model(self.net_g).bottlenecks
+        n = len(targets)
+        total = 0
+        for i, (lq_feat, out, bottleneck, target) in enumerate(zip(output.latents, output.bottlenecks, bottlenecks,
+                                                                    targets)):
+            sfx = codebook_suffix(i, n)
+            l_match, l_lq = self.cri_feat(out.feat if bottleneck.continuous else None,
+                                          None if self.cri_codebook else lq_feat, target.feat)
+            if self.cri_codebook is not None:
+                l_lq = self.cri_codebook(lq_feat, target.feat)
+            for key, term in (('l_feat_match', l_match), ('l_feat_lq', l_lq)):
+                if term is not None:
+                    loss_dict[key + sfx] = term
+                    total = total + term
+            if bottleneck.predicts_logits:
+                if self.cri_ce is not None:
+                    loss_dict['l_ce' + sfx] = self.cri_ce(out.logits, target.indices)
+                    total = total + loss_dict['l_ce' + sfx]
+                hits = out.logits.detach().argmax(-1) == target.indices.flatten(1)
+                loss_dict['code_acc' + sfx] = hits.float().mean()
+        return total
+
+    def generator_loss(self, current_iter, loss_dict):
+        targets = self.prior_targets(self.gt)
+        wants_image = self.cri_pix is not None or self.cri_perceptual is not None or self.cri_gan is not None
+        output = self.net_g(self.lq, code_only=not wants_image)
+        total = self.code_losses(output, targets, loss_dict)
+        if output.image is not None:
+            self.output = output.image
+            total = total + self.image_losses(self.output, loss_dict)
+            total = total + self.gan_generator_term(current_iter, self.output, loss_dict)
+        return total
+
+    def test(self):
+        with self.evaluation_net() as net:
+            self.output = net.restore(self.lq).image

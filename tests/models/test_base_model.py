@@ -1,0 +1,124 @@
+"""The model bases (models/base.py, models/restoration_model.py) in this process, on the test-only two-codebook
+restorer: per-codebook code losses against hand computations, EMA of trained parameters only, the GAN/discriminator
+gating, the teacher's set-up and the option errors."""
+from collections import OrderedDict
+
+import pytest
+import torch
+import torch.nn.functional as F
+from helpers import make_toy_workdir, model_from_options, toy_options
+
+from basicsr_sinca.utils.options import OptionError
+
+
+@pytest.fixture(scope='module')
+def root(tmp_path_factory):
+    root = tmp_path_factory.mktemp('toy_models')
+    make_toy_workdir(str(root))
+    return root
+
+
+def _batch(seed=0):
+    g = torch.Generator().manual_seed(seed)
+    gt = torch.rand(2, 3, 64, 64, generator=g)
+    return {'lq': (gt + 0.1 * torch.randn(2, 3, 64, 64, generator=g)).clamp(0, 1), 'gt': gt}
+
+
+def test_code_losses_per_codebook_match_hand_computation(root):
+    bottlenecks = [{'type': 'sinca', 'num_layers': 1, 'num_heads': 4},
+                   {'type': 'sinca_index', 'num_layers': 1, 'num_heads': 4}]
+    model = model_from_options(toy_options(root, 'losses', bottlenecks, train={
+        'ce_opt': {'type': 'CodeCrossEntropyLoss', 'loss_weight': 0.5}}), root)
+    data = _batch()
+    model.feed_data(data)
+    targets = model.prior_targets(model.gt)
+    output = model.net_g(model.lq, code_only=True)
+    loss_dict = OrderedDict()
+    total = model.code_losses(output, targets, loss_dict)
+    (z0, z1), (o0, o1) = output.latents, output.bottlenecks
+    expected = {
+        'l_feat_match_c0': F.mse_loss(o0.feat, targets[0].feat),  # continuous: Eq. 6, first term
+        'l_feat_lq_c0': F.mse_loss(z0, targets[0].feat),
+        'l_feat_lq_c1': F.mse_loss(z1, targets[1].feat),
+        'l_ce_c1': 0.5 * F.cross_entropy(o1.logits.reshape(-1, 40), targets[1].indices.reshape(-1)),
+        'code_acc_c1': (o1.logits.argmax(-1) == targets[1].indices.flatten(1)).float().mean(),
+    }
+    assert list(loss_dict) == list(expected)  # no feature-matching term for the index bottleneck
+    for key, value in expected.items():
+        assert torch.allclose(loss_dict[key], value), key
+    summed = sum(v for k, v in expected.items() if not k.startswith('code_acc'))
+    assert torch.allclose(total, summed)
+    # the prior's targets are the nearest codes of the frozen prior's latents on the GT, not the LQ
+    with torch.no_grad():
+        gt_latents = model.prior.encode_hq(model.gt)
+    assert torch.equal(targets[1].indices, torch.cdist(
+        gt_latents[1].permute(0, 2, 3, 1).reshape(-1, 24), model.prior.codebooks[1]).argmin(1).reshape(2, 8, 8))
+
+
+def test_one_step_trains_only_unfrozen_parameters_and_ema_keeps_frozen_bits(root):
+    model = model_from_options(toy_options(root, 'ema'), root)
+    frozen = {k: v.clone() for k, v in model.net_g.state_dict().items() if k.startswith(('codebook', 'decoder',
+                                                                                           'from_latent'))}
+    encoder = model.net_g.encoder[0].weight.clone()
+    for it in range(1, 4):
+        model.feed_data(_batch(it))
+        model.optimize_parameters(it)
+    assert {'l_feat_match_c0', 'l_feat_lq_c0', 'l_feat_lq_c1', 'l_pix'} <= set(model.log_dict)
+    assert 'l_feat_match_c1' not in model.log_dict  # nearest: nothing continuous to match
+    for net in (model.net_g, model.net_g_ema):
+        sd = net.state_dict()
+        assert all(torch.equal(sd[k], v) for k, v in frozen.items())
+    assert not torch.equal(model.net_g.encoder[0].weight, encoder)
+    ema = model.net_g_ema.encoder[0].weight
+    assert not torch.equal(ema, encoder) and not torch.equal(ema, model.net_g.encoder[0].weight)
+
+
+def test_gan_term_and_discriminator_steps_are_gated(root):
+    opt = toy_options(root, 'gan', network_d={'type': 'VQGANDiscriminator', 'nc': 3, 'ndf': 32, 'n_layers': 2},
+                      train={'optim_d': {'type': 'Adam', 'lr': 1e-4},
+                             'gan_opt': {'type': 'GANLoss', 'gan_type': 'hinge', 'loss_weight': 0.1},
+                             'net_d_start_iter': 2, 'net_d_iters': 2})
+    model = model_from_options(opt, root)
+    seen = {}
+    for it in range(1, 7):
+        d_before = model.net_d.main[0].weight.clone()
+        model.feed_data(_batch(it))
+        model.optimize_parameters(it)
+        seen[it] = ('l_g_gan' in model.log_dict, 'l_d_real' in model.log_dict,
+                    not torch.equal(d_before, model.net_d.main[0].weight))
+    assert seen == {1: (False, False, False), 2: (False, False, False), 3: (True, False, False),
+                    4: (True, True, True), 5: (True, False, False), 6: (True, True, True)}
+
+
+def test_adaptive_gan_weight_is_clamped_ratio_of_gradients():
+    from basicsr_sinca.models.base import SinCABaseModel
+    w = torch.nn.Parameter(torch.tensor([1.0, 2.0]))
+    recon, gan = (3 * w).sum(), (w ** 2).sum()  # gradients (3, 3) and (2, 4)
+    expected = torch.tensor(18.0).sqrt() / (torch.tensor(20.0).sqrt() + 1e-4)
+    assert torch.allclose(SinCABaseModel.adaptive_gan_weight(recon, gan, w), expected)
+    assert SinCABaseModel.adaptive_gan_weight(10 * recon, gan, w) == 1.0  # clamped
+
+
+@pytest.mark.parametrize('change, message', [
+    ({'path': {'pretrain_network_hq': None}}, 'path.pretrain_network_hq: the targets of ToyRestorer come from'),
+    ({'path': {'pretrain_network_vqgan': 'x.pth'}}, 'path.pretrain_network_vqgan: renamed to path.pretrain_network_hq'),
+    ({'network_vqgan': {'type': 'ToyPrior'}}, 'network_vqgan: renamed to network_hq'),
+    ({'train': {'net_d_init_iters': 0}}, 'train.net_d_init_iters: renamed to train.net_d_start_iter'),
+    ({'network_hq': {'type': 'SinCATransformer', 'dim': 16}}, 'network_hq.type: SinCATransformer is not an HQ prior'),
+])
+def test_option_errors_name_the_key(root, change, message):
+    with pytest.raises(OptionError, match=message.replace('(', r'\(')):
+        model_from_options(toy_options(root, 'bad', **change), root)
+
+
+@pytest.mark.parametrize('network, message', [
+    ({'type': 'SinCATransformer', 'dim': 16}, 'network_g.type: SinCATransformer does not implement the restorer'),
+    ({'type': 'CodeFormer', 'n_layers': 1, 'dim_embd': 32, 'connect_list': ['32']},
+     'network_g.type: CodeFormer keeps the upstream forward'),
+])
+def test_networks_off_the_contract_are_refused(root, network, message):
+    opt = toy_options(root, 'refused')
+    opt['network_g'] = network
+    opt['path']['pretrain_network_g'] = None
+    with pytest.raises(OptionError, match=message):
+        model_from_options(opt, root)

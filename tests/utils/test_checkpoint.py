@@ -1,0 +1,70 @@
+"""utils/checkpoint.py: the package's one loader of state dicts (weights_only) and its one-line mismatch report."""
+import pytest
+import torch
+from torch import nn
+
+from basicsr_sinca.utils.checkpoint import load_state_dict_report, read_state_dict
+
+
+def _net():
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.Conv2d(4, 2, 1))
+
+
+def test_basicsr_style_keys_fallbacks_and_ddp_prefix(tmp_path):
+    sd = _net().state_dict()
+    other = {k: v + 1 for k, v in sd.items()}
+    torch.save({'params': sd, 'params_ema': other}, tmp_path / 'both.pth')
+    got, key = read_state_dict(str(tmp_path / 'both.pth'), 'params')
+    assert key == 'params' and all(torch.equal(got[k], sd[k]) for k in sd)
+    got, key = read_state_dict(str(tmp_path / 'both.pth'))  # params_ema preferred by default
+    assert key == 'params_ema' and torch.equal(got['0.weight'], other['0.weight'])
+    torch.save({'params': {f'module.{k}': v for k, v in sd.items()}}, tmp_path / 'ddp.pth')
+    got, key = read_state_dict(str(tmp_path / 'ddp.pth'), 'params_ema')  # falls back to params
+    assert key == 'params' and set(got) == set(sd)
+    torch.save(sd, tmp_path / 'raw.pth')
+    got, key = read_state_dict(str(tmp_path / 'raw.pth'))
+    assert key is None and set(got) == set(sd)
+
+
+def test_bad_files_one_line_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match='checkpoint not found: .*nope.pth'):
+        read_state_dict(str(tmp_path / 'nope.pth'))
+    torch.save({'epoch': 3, 'optimizer': {'lr': 0.1}}, tmp_path / 'state.pth')
+    with pytest.raises(ValueError, match=r"state.pth: no state dict under 'params_ema'.*top-level keys: \['epoch'"):
+        read_state_dict(str(tmp_path / 'state.pth'))
+
+
+class _Payload:
+    """Unpickling this would create a file: the loader must refuse it (weights_only)."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return open, (self.marker, 'w')
+
+
+def test_untrusted_pickles_are_not_executed(tmp_path):
+    marker = tmp_path / 'executed'
+    torch.save({'params': {'w': torch.zeros(1)}, 'extra': _Payload(str(marker))}, tmp_path / 'evil.pth')
+    assert not marker.exists()
+    with pytest.raises(Exception, match='(?i)weights_only|unsupported|global'):
+        read_state_dict(str(tmp_path / 'evil.pth'))
+    assert not marker.exists()
+
+
+def test_report_names_missing_unexpected_and_mismatched_keys():
+    net = _net()
+    sd = {k: v.clone() for k, v in _net().state_dict().items()}
+    assert load_state_dict_report(net, sd) == ''
+    before = net[2].weight.clone()
+    sd.pop('0.bias')
+    sd['3.weight'] = torch.zeros(1)
+    sd['2.weight'] = torch.zeros(2, 5, 1, 1)
+    report = load_state_dict_report(net, sd, strict=False, source='ckpt.pth')
+    assert report.startswith('ckpt.pth does not match Sequential: 1 missing keys (0.bias); 1 unexpected keys '
+                             '(3.weight); 1 shape mismatches (e.g. 2.weight: file (2, 5, 1, 1) vs model (2, 4, 1, 1))')
+    assert torch.equal(net[2].weight, before)  # a mis-shaped key is never loaded
+    with pytest.raises(ValueError, match='ckpt.pth does not match Sequential: 1 missing keys'):
+        load_state_dict_report(net, sd, strict=True, source='ckpt.pth')
