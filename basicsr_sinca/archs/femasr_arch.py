@@ -369,13 +369,19 @@ class FeMaSRNet(SinCAFeMaSRNet):
                          channels, swin_opt)
         self.use_quantize = use_quantize
 
+    def transform(self, latents, return_attn_split=False):
+        """The nearest codes; with ``use_quantize=False`` the decoder gets the latents unchanged (indices kept)."""
+        outs = super().transform(latents, return_attn_split)
+        return outs if self.use_quantize else [o._replace(feat=z) for o, z in zip(outs, latents)]
+
     def forward(self, x, gt_indices=None):
         """``(image, codebook_loss, semantic_loss, [indices (B, 1, h, w)])`` as upstream."""
         latents, skips = self.encode(x)
         z, codebook = latents[0], self.codebooks[0]
-        indices = self.bottleneck(z, codebook).indices
+        out = self.transform(latents)[0]
+        indices = out.indices
         z_q = lookup_codes(indices, codebook)
-        image = self.decode([z + (z_q - z).detach() if self.use_quantize else z], skips)
+        image = self.decode([out.feat], skips)
         if self.LQ_stage and gt_indices is not None:
             target = lookup_codes(gt_indices[0].reshape(z.shape[0], *z.shape[2:]), codebook)
             codebook_loss = femasr_feature_loss(z, target)

@@ -10,8 +10,6 @@ __all__ = [
     'list_inputs', 'read_image', 'read_image_layers', 'is_gray', 'build_net_from_options', 'img2input', 'output2img'
 ]
 
-IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff', '.webp')
-
 
 def list_inputs(path):
     """Files to process: ``path`` itself, or every file directly inside the folder ``path`` (sorted).

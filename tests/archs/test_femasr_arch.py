@@ -90,3 +90,18 @@ def test_hq_prior_file_with_semantic_branch_and_targets(tmp_path):
     with torch.no_grad():
         _, _, _, indices = hq(gt)  # the official forward's nearest codes
     assert torch.equal(target.indices[:, None], indices[0])
+
+
+def test_use_quantize_false_reaches_every_path():
+    """``use_quantize=False`` (decoder on the raw latent) holds for the official forward and the contract path."""
+    from helpers import TINY_FEMASR_HQ
+    torch.manual_seed(0)
+    net = FeMaSRNet(use_quantize=False, **TINY_FEMASR_HQ).eval()
+    quantized = FeMaSRNet(**TINY_FEMASR_HQ).eval()
+    quantized.load_state_dict(net.state_dict())
+    x = torch.rand(1, 3, 64, 64)
+    with torch.no_grad():
+        raw = net.decode(net.encode(x)[0], None)
+        assert torch.equal(net(x)[0], raw) and torch.equal(net.restore(x).image, raw)
+        assert not torch.allclose(quantized.restore(x).image, raw)
+        assert torch.equal(net(x)[3][0], quantized(x)[3][0])  # the indices are the nearest codes either way
