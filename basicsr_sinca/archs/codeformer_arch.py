@@ -188,7 +188,8 @@ class VectorQuantizer(nn.Module):
         Returns:
             tuple: ``(z_q, loss, stats)`` — ``z_q`` (B, C, H, W) in straight-through form; ``loss`` =
             mean((sg(z_q) - z)^2) + beta·mean((z_q - sg(z))^2); ``stats`` with ``perplexity``,
-            ``min_encodings`` (one-hot, (BHW, M)), ``min_encoding_indices`` ((BHW, 1)), ``mean_distance``.
+            ``min_encodings`` (one-hot, (BHW, M)), ``min_encoding_indices`` ((BHW, 1)), ``mean_distance`` (and
+            ``distances`` (BHW, M), for the taming-style quantiser's returns).
         """
         codebook = self.embedding.weight
         indices, dist = nearest_code_indices(z, codebook)
@@ -200,7 +201,7 @@ class VectorQuantizer(nn.Module):
         usage = one_hot.mean(dim=0)
         perplexity = torch.exp(-torch.sum(usage * torch.log(usage + 1e-10)))
         stats = {'perplexity': perplexity, 'min_encodings': one_hot, 'min_encoding_indices': flat,
-                 'mean_distance': dist.mean()}
+                 'mean_distance': dist.mean(), 'distances': dist}
         return z + (z_q - z).detach(), loss, stats
 
     def get_codebook_feat(self, indices, shape):

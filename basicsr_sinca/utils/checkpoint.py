@@ -1,15 +1,67 @@
-"""Loading released / trained weights with one readable report of what did not match."""
+"""Loading released / trained weights with one readable report of what did not match.
+
+Every user-supplied checkpoint of the package is read by :func:`read_state_dict`, with ``weights_only=True``:
+no code of the file is run. PyTorch Lightning checkpoints (DAEFR, RestoreFormer releases) also pickle trainer
+objects (callback classes, hyper-parameter containers); :func:`load_untrusted` replaces those by inert
+placeholders instead of importing them, then the module's ``state_dict`` is taken and its training-loss keys
+(``loss.*``) are dropped, which the report says.
+"""
+import pickle
 from os import path as osp
 
 import torch
 
-__all__ = ['read_state_dict', 'load_state_dict_report']
+__all__ = ['read_state_dict', 'load_state_dict_report', 'load_untrusted', 'OpaqueObject']
+
+LIGHTNING_LOSS_PREFIX = 'loss.'
+
+
+class OpaqueObject:
+    """What an unknown global of an untrusted checkpoint becomes: it accepts anything and runs nothing."""
+
+    def __new__(cls, *args, **kwargs):
+        return object.__new__(cls)
+
+    def __init__(self, *args, **kwargs):
+        self.args, self.kwargs = args, kwargs
+
+    def __setstate__(self, state):
+        self.state = state
+
+
+def load_untrusted(path):
+    """``torch.load(path, weights_only=True)``; a file that pickles other globals (Lightning's trainer state) is read
+    again with each of them mapped to :class:`OpaqueObject` (needs torch >= 2.5), so none is imported or called.
+
+    Raises:
+        pickle.UnpicklingError: the file cannot be read safely (the message says why).
+    """
+    try:
+        return torch.load(path, map_location='cpu', weights_only=True)
+    except pickle.UnpicklingError as err:
+        unsafe_globals = getattr(torch.serialization, 'get_unsafe_globals_in_checkpoint', None)
+        if unsafe_globals is None or not hasattr(torch.serialization, 'safe_globals'):
+            raise pickle.UnpicklingError(f'{path}: holds objects other than tensors; reading it safely needs torch >= '
+                                         f'2.5 ({str(err).splitlines()[0]})') from None
+        names = unsafe_globals(path)
+        try:
+            with torch.serialization.safe_globals([(OpaqueObject, name) for name in names]):
+                return torch.load(path, map_location='cpu', weights_only=True)
+        except pickle.UnpicklingError:  # e.g. a global of a module torch never lets through (os, subprocess)
+            raise pickle.UnpicklingError(f'{path}: refused: it references {sorted(names)}, which are not weights '
+                                         '(not loaded)') from None
+
+
+def _is_lightning(ckpt):
+    return isinstance(ckpt, dict) and isinstance(ckpt.get('state_dict'), dict) and (
+        'pytorch-lightning_version' in ckpt or 'global_step' in ckpt)
 
 
 def read_state_dict(path, param_key='params_ema', fallback_keys=('params_ema', 'params', 'state_dict')):
-    """Read a state dict from a BasicSR-style checkpoint (``{'params': ..., 'params_ema': ...}``) or a raw one.
+    """Read a state dict from a BasicSR-style checkpoint (``{'params': ..., 'params_ema': ...}``), a PyTorch Lightning
+    checkpoint (its ``state_dict`` without the ``loss.*`` keys) or a raw one.
 
-    Loaded with ``weights_only=True`` (no code is unpickled). ``module.`` prefixes (DDP) are stripped.
+    Loaded with :func:`load_untrusted` (no code is run). ``module.`` prefixes (DDP) are stripped.
 
     Args:
         path (str): Checkpoint file.
@@ -17,7 +69,8 @@ def read_state_dict(path, param_key='params_ema', fallback_keys=('params_ema', '
         fallback_keys (tuple[str]): Keys tried, in order, when ``param_key`` is absent.
 
     Returns:
-        tuple[dict, str | None]: The state dict and the key it was read from.
+        tuple[dict, str | None]: The state dict and where it was read from (the key; for a Lightning file also how
+        many ``loss.*`` keys were dropped).
 
     Raises:
         FileNotFoundError: ``path`` does not exist.
@@ -25,9 +78,14 @@ def read_state_dict(path, param_key='params_ema', fallback_keys=('params_ema', '
     """
     if not osp.isfile(path):
         raise FileNotFoundError(f'checkpoint not found: {path}')
-    ckpt = torch.load(path, map_location='cpu', weights_only=True)
+    ckpt = load_untrusted(path)
     used = None
-    if isinstance(ckpt, dict) and param_key is not None:
+    if _is_lightning(ckpt):
+        state_dict = ckpt['state_dict']
+        dropped = [k for k in state_dict if k.startswith(LIGHTNING_LOSS_PREFIX)]
+        ckpt = {k: v for k, v in state_dict.items() if k not in dropped}
+        used = f'state_dict (Lightning; {len(dropped)} {LIGHTNING_LOSS_PREFIX}* keys dropped)'
+    elif isinstance(ckpt, dict) and param_key is not None:
         for key in (param_key, ) + tuple(k for k in fallback_keys if k != param_key):
             if isinstance(ckpt.get(key), dict):
                 ckpt, used = ckpt[key], key
@@ -58,7 +116,11 @@ def load_state_dict_report(net, state_dict, strict=True, source='checkpoint'):
     own = net.state_dict()
     mismatched = [k for k, v in state_dict.items() if k in own and own[k].shape != v.shape]
     loadable = {k: v for k, v in state_dict.items() if k not in mismatched}
-    result = net.load_state_dict(loadable, strict=False)
+    try:
+        result = net.load_state_dict(loadable, strict=False)
+    except RuntimeError as err:  # a shape mismatch behind a key the network renames on load
+        raise ValueError(f'{source} does not match {type(net).__name__}: {str(err).strip().splitlines()[-1].strip()}')
+
     parts = []
     missing = [k for k in result.missing_keys if k not in mismatched]  # mis-shaped keys are reported as such
     if missing:

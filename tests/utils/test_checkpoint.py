@@ -1,9 +1,11 @@
 """utils/checkpoint.py: the package's one loader of state dicts (weights_only) and its one-line mismatch report."""
+import pickle
+
 import pytest
 import torch
 from torch import nn
 
-from basicsr_sinca.utils.checkpoint import load_state_dict_report, read_state_dict
+from basicsr_sinca.utils.checkpoint import OpaqueObject, load_state_dict_report, load_untrusted, read_state_dict
 
 
 def _net():
@@ -36,21 +38,34 @@ def test_bad_files_one_line_errors(tmp_path):
 
 
 class _Payload:
-    """Unpickling this would create a file: the loader must refuse it (weights_only)."""
+    """Unpickling this would call ``fn(*args)``: the loader must never do it."""
 
-    def __init__(self, marker):
-        self.marker = marker
+    def __init__(self, fn, *args):
+        self.fn, self.args = fn, args
 
     def __reduce__(self):
-        return open, (self.marker, 'w')
+        return self.fn, self.args
 
 
 def test_untrusted_pickles_are_not_executed(tmp_path):
+    """Foreign globals (Lightning's trainer objects, or worse) become inert placeholders: the weights load, nothing
+    runs; a file that reaches for modules torch never lets through is refused in one line."""
+    import os
+
+    from fake_lightning import ModelCheckpoint
     marker = tmp_path / 'executed'
-    torch.save({'params': {'w': torch.zeros(1)}, 'extra': _Payload(str(marker))}, tmp_path / 'evil.pth')
-    assert not marker.exists()
+    foreign = {'params': {'w': torch.ones(1)}, 'callbacks': {ModelCheckpoint: {}},
+               'payload': _Payload(open, str(marker), 'w')}
+    torch.save(foreign, tmp_path / 'foreign.pth')
     with pytest.raises(Exception, match='(?i)weights_only|unsupported|global'):
-        read_state_dict(str(tmp_path / 'evil.pth'))
+        torch.load(tmp_path / 'foreign.pth', weights_only=True)  # what plain safe loading says
+    state_dict, key = read_state_dict(str(tmp_path / 'foreign.pth'), 'params')
+    assert key == 'params' and torch.equal(state_dict['w'], torch.ones(1))
+    ckpt = load_untrusted(str(tmp_path / 'foreign.pth'))
+    assert isinstance(ckpt['payload'], OpaqueObject) and list(ckpt['callbacks'].values()) == [{}]
+    torch.save({'params': {'w': torch.ones(1)}, 'x': _Payload(os.system, f'touch {marker}')}, tmp_path / 'evil.pth')
+    with pytest.raises(pickle.UnpicklingError, match=r"evil.pth: refused: it references \['posix.system'\]"):
+        read_state_dict(str(tmp_path / 'evil.pth'), 'params')
     assert not marker.exists()
 
 
