@@ -269,6 +269,14 @@ class VQAutoEncoder(nn.Module, HQPrior):
         self.check_input(gt)
         return [self.encoder(gt)]
 
+    def autoencoder_terms(self, output):
+        image, codebook_loss, stats = output
+        return image, codebook_loss, [stats['min_encoding_indices'].reshape(-1)]
+
+    @property
+    def decoder_last_layer(self):
+        return self.generator.blocks[-1].weight
+
     def check_input(self, x):
         f = self.scale_factor
         if x.dim() != 4 or x.shape[1] != 3 or x.shape[-2] % f or x.shape[-1] % f:

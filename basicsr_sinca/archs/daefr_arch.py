@@ -8,10 +8,15 @@
   need no file.
 * :class:`DAEFR` — the official network: ``SinCADAEFR`` with the ``index`` bottleneck, the official
   constructor, ``forward(lq, gt=None)`` and returns, and key names (the transformer at the top level).
+* :class:`DAEFRAssociation` — stage 2: the HQ and LQ codebook autoencoders (:class:`VQVAEGAN`) trained together,
+  their latents associated by a CLIP-style loss with a learnable temperature.
 
 Key names and the data flow follow the official release (checked against golden cases in
 ``tests/archs/test_daefr_arch.py``); the code is ours.
 """
+import math
+
+import torch
 import torch.nn.functional as F
 from basicsr.utils.registry import ARCH_REGISTRY
 from torch import nn
@@ -19,9 +24,11 @@ from torch import nn
 from basicsr_sinca.archs.bottleneck_arch import build_bottlenecks, lookup_codes
 from basicsr_sinca.archs.index_transformer_arch import CodeFormerIndexTransformer, map_official_index_keys
 from basicsr_sinca.archs.restorer_arch import HQPrior, VQRestorer
-from basicsr_sinca.archs.vqvaegan_arch import MultiHeadAttnBlock, TamingDecoder, TamingEncoder, TamingVectorQuantizer
+from basicsr_sinca.archs.vqvaegan_arch import (VQVAEGAN, MultiHeadAttnBlock, TamingDecoder, TamingEncoder,
+                                               TamingVectorQuantizer)
+from basicsr_sinca.utils.checkpoint import load_state_dict_report, read_state_dict
 
-__all__ = ['DAEFRAutoencoders', 'SinCADAEFR', 'DAEFR']
+__all__ = ['DAEFRAutoencoders', 'DAEFRAssociation', 'SinCADAEFR', 'DAEFR', 'ddconfig_params']
 
 # the released configuration (configs/DAEFR.yaml ddconfig.params)
 DDCONFIG = dict(embed_dim=256, n_embed=1024, double_z=False, z_channels=256, resolution=512, in_channels=3, out_ch=3,
@@ -73,6 +80,49 @@ class DAEFRAutoencoders(nn.Module):
         self.post_quant_conv = nn.Conv2d(embed_dim, z_channels, 1)
 
 
+def load_into(net, path, what, param_key='params'):
+    """Strictly load ``path`` into ``net`` through the package's loader; one-line error naming the file."""
+    state_dict, used = read_state_dict(path, param_key, ('params', 'params_ema', 'state_dict'))
+    load_state_dict_report(net, state_dict, strict=True, source=f'{what} {path} [{used}]')
+
+
+@ARCH_REGISTRY.register()
+class DAEFRAssociation(nn.Module):
+    """DAEFR stage 2 (association): ``vqvae`` (the HQ codebook autoencoder, fed the GT) and ``vqvae_LQ`` (the LQ
+    one, fed the degraded image), each a :class:`VQVAEGAN`, and ``logit_scale`` (log of the CLIP temperature's
+    inverse, initialised to log(1 / 0.07)). Images in [-1, 1].
+
+    Args:
+        ddconfig (dict | None): The autoencoders' configuration (default: the release).
+        hq_codebook_path / lq_codebook_path (str | None): Stage-1 checkpoints (BasicSR or Lightning files) that
+            initialise the two branches.
+    """
+
+    image_range = (-1.0, 1.0)
+
+    def __init__(self, ddconfig=None, hq_codebook_path=None, lq_codebook_path=None):
+        super().__init__()
+        params = ddconfig_params(ddconfig)
+        self.vqvae = VQVAEGAN(**params)
+        self.vqvae_LQ = VQVAEGAN(**params)
+        self.logit_scale = nn.Parameter(torch.tensor(math.log(1 / 0.07)))
+        for branch, path, what in ((self.vqvae, hq_codebook_path, 'HQ codebook'),
+                                   (self.vqvae_LQ, lq_codebook_path, 'LQ codebook')):
+            if path is not None:
+                load_into(branch, path, what)
+
+    def forward(self, gt, lq):
+        """Both autoencoders: ``(hq_output, lq_output)``, each :class:`VQVAEGAN`'s forward tuple."""
+        return self.vqvae(gt), self.vqvae_LQ(lq)
+
+    def association_logits(self, hq_latent, lq_latent):
+        """(B, B) similarities ``exp(logit_scale) · f_hq f_lq^T`` of the L2-normalised flattened latents (B, C, h, w)
+        of the two branches (row i: HQ image i against every LQ image)."""
+        f_hq = F.normalize(hq_latent.flatten(1), dim=1)
+        f_lq = F.normalize(lq_latent.flatten(1), dim=1)
+        return self.logit_scale.exp() * f_hq @ f_lq.t()
+
+
 @ARCH_REGISTRY.register()
 class SinCADAEFR(VQRestorer, HQPrior):
     """DAEFR whose code prediction is a configurable bottleneck on the fused LQ/HQ latent. Images in [-1, 1].
@@ -86,18 +136,29 @@ class SinCADAEFR(VQRestorer, HQPrior):
         fix_modules (list[str]): Submodules (dotted names, e.g. ``vqvae.decoder``) whose parameters get
             ``requires_grad=False``. Default: the parts DAEFR's final stage does not optimise (decoder,
             post-quant conv, every codebook, the fixed encoder).
+        hq_codebook_path (str | None): The HQ codebook (stage 1, a :class:`VQVAEGAN` file): initialises the fixed
+            encoder, quant conv and codebook, the decoder and the post-quant conv, as DAEFR's final stage does.
+        association_path (str | None): The association checkpoint (stage 2, :class:`DAEFRAssociation`): its HQ
+            branch initialises ``HQ_encoder`` / ``HQ_quant_conv`` / ``HQ_quantize``, its LQ branch ``encoder`` /
+            ``quant_conv`` / ``LQ_quantize``.
     """
 
     image_range = (-1.0, 1.0)
     FROZEN_IN_FINAL_STAGE = ('vqvae.decoder', 'vqvae.post_quant_conv', 'vqvae.Fixed_quantize', 'vqvae.HQ_quantize',
                              'vqvae.LQ_quantize', 'vqvae.Fixed_encoder', 'vqvae.Fixed_quant_conv')
 
-    def __init__(self, bottleneck=None, ddconfig=None, cross_attention_heads=8, fix_modules=FROZEN_IN_FINAL_STAGE):
+    def __init__(self, bottleneck=None, ddconfig=None, cross_attention_heads=8, fix_modules=FROZEN_IN_FINAL_STAGE,
+                 hq_codebook_path=None, association_path=None):
         super().__init__()
         params = ddconfig_params(ddconfig)
         self.vqvae = DAEFRAutoencoders(**params)
+        if hq_codebook_path is not None:
+            self.init_from_codebook(hq_codebook_path, params)
+        if association_path is not None:
+            self.init_from_association(association_path, params)
         self.cross_attention = MultiHeadAttnBlock(params['embed_dim'], cross_attention_heads)
         self.scale_factor = 2**(len(params['ch_mult']) - 1)
+        self.img_size = params['resolution']  # the aligned face size
         side = params['resolution'] // self.scale_factor
         self.bottleneck = build_bottlenecks(bottleneck, [(params['n_embed'], params['embed_dim'])],
                                             [(side, side)])[0]
@@ -106,6 +167,25 @@ class SinCADAEFR(VQRestorer, HQPrior):
         for name in fix_modules or ():
             for p in self.get_submodule(name).parameters():
                 p.requires_grad = False
+
+    def init_from_codebook(self, path, params):
+        """Fixed encoder / quant conv / codebook, decoder and post-quant conv from the HQ codebook file."""
+        hq = VQVAEGAN(**params)
+        load_into(hq, path, 'HQ codebook')
+        v = self.vqvae
+        for ours, theirs in ((v.Fixed_encoder, hq.encoder), (v.Fixed_quant_conv, hq.quant_conv),
+                             (v.Fixed_quantize, hq.quantize), (v.decoder, hq.decoder),
+                             (v.post_quant_conv, hq.post_quant_conv)):
+            ours.load_state_dict(theirs.state_dict())
+
+    def init_from_association(self, path, params):
+        """The HQ and LQ branches' encoders, quant convs and codebooks from the association file."""
+        assoc = DAEFRAssociation(params)
+        load_into(assoc, path, 'association checkpoint')
+        v, hq, lq = self.vqvae, assoc.vqvae, assoc.vqvae_LQ
+        for ours, theirs in ((v.HQ_encoder, hq.encoder), (v.HQ_quant_conv, hq.quant_conv), (v.HQ_quantize, hq.quantize),
+                             (v.encoder, lq.encoder), (v.quant_conv, lq.quant_conv), (v.LQ_quantize, lq.quantize)):
+            ours.load_state_dict(theirs.state_dict())
 
     @staticmethod
     def _fill_vqvae_prefix(module, state_dict, prefix, *args):

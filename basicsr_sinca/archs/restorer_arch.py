@@ -5,7 +5,8 @@ prior that turns ground-truth images into targets. Two abstract classes state th
 losses, the teacher and the analysis tools are written against them and never ask which baseline they hold:
 
 * :class:`HQPrior` — the frozen prior: its codebooks and its pre-quantisation latents of HQ images; the
-  targets (nearest codes, :class:`PriorTarget`) are computed here, once for every baseline.
+  targets (nearest codes, :class:`PriorTarget`) are computed here, once for every baseline. A prior that the
+  package also trains (stage 1) says how to read its forward's output and names its decoder's last layer.
 * :class:`VQRestorer` — the restoration network: encode an LQ image into one latent per codebook plus the
   decoder's context, decode from (replaced) latents, its codebooks and bottlenecks (one per codebook), its
   image range, and where its HQ prior comes from (an external checkpoint, or a submodule of the network).
@@ -69,6 +70,16 @@ class HQPrior(metaclass=ABCMeta):
     def encode_hq(self, gt):
         """Latents before quantisation of HQ images ``gt`` (B, 3, H, W): list of (B, C_i, h_i, w_i)."""
 
+    def autoencoder_terms(self, output):
+        """For training the prior (stage 1): the forward's output on HQ images -> ``(image, codebook_loss, indices)``,
+        ``indices`` a list of (N_i,) code indices per codebook. Priors trained by this package implement it."""
+        raise NotImplementedError(f'{type(self).__name__} does not say how to read its forward for stage-1 training')
+
+    @property
+    def decoder_last_layer(self):
+        """For training the prior: the weight of the decoder's last layer (VQGAN's adaptive GAN weight)."""
+        raise NotImplementedError(f'{type(self).__name__} does not name its decoder\'s last layer')
+
     @torch.no_grad()
     def prior_targets(self, gt):
         """Targets of every codebook for a GT batch: list of :class:`PriorTarget` (nearest codes, no gradient)."""
@@ -98,10 +109,13 @@ class VQRestorer(nn.Module, metaclass=ABCMeta):
 
     Attributes:
         image_range (tuple[float, float]): Range of input and output images, e.g. (-1, 1) or (0, 1).
+        img_size (int | None): Side of the images the network was built for (face networks: the aligned face size;
+            None: any size its encoder accepts).
         prior_param_key (str): Preferred key of the HQ prior's checkpoint (``params`` or ``params_ema``).
         official_forward (bool): ``forward`` keeps an upstream signature (see above).
     """
 
+    img_size = None
     prior_param_key = 'params'
     official_forward = False
 

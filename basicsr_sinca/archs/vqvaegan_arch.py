@@ -271,6 +271,14 @@ class VQVAEGAN(nn.Module, HQPrior):
         self.check_input(gt)
         return [self.quant_conv(self.encoder(gt)['out'])]
 
+    def autoencoder_terms(self, output):
+        dec, emb_loss, info = output[:3]
+        return dec, emb_loss, [info[2].reshape(-1)]
+
+    @property
+    def decoder_last_layer(self):
+        return self.decoder.conv_out.weight
+
     def encode(self, x):
         """``(quant, emb_loss, info, hs, h, codebook)`` as upstream: ``hs`` the encoder's feature dict, ``h`` the
         latent before quantisation, ``quant`` its nearest codes (straight-through)."""

@@ -45,10 +45,11 @@ class BlindDegradation:
 
     Args:
         where (str): Prefix for error messages (e.g. ``'datasets.train'``).
-        blur_kernel_size (int): Odd kernel size. Default: 41.
+        blur_kernel_size (int | list[int]): Odd kernel size, or a list to draw from per sample (DAEFR: [39, 41]).
+            Default: 41.
         kernel_list / kernel_prob: Kernel types ('iso', 'aniso') and their probabilities. Default: 0.5 / 0.5.
         blur_sigma (list): Gaussian sigma range (pixels).
-        downsample_range (list): Downsampling factor range (>= 1).
+        downsample_range (list): Downsampling factor range (> 0; below 1 enlarges, as DAEFR's 0.8).
         noise_range (list): Gaussian noise sigma range on the 0-255 scale.
         jpeg_range (list): JPEG quality range (1-100).
         suffix (str): Suffix of the option keys, for error messages (``'_large'``).
@@ -56,25 +57,29 @@ class BlindDegradation:
 
     def __init__(self, where, blur_sigma, downsample_range, noise_range, jpeg_range, blur_kernel_size=41,
                  kernel_list=('iso', 'aniso'), kernel_prob=(0.5, 0.5), suffix=''):
-        if not isinstance(blur_kernel_size, int) or blur_kernel_size < 1 or blur_kernel_size % 2 == 0:
-            raise ValueError(f'{where}.blur_kernel_size: expected an odd positive integer, got {blur_kernel_size!r}')
+        sizes = blur_kernel_size if isinstance(blur_kernel_size, (list, tuple)) else [blur_kernel_size]
+        if not sizes or not all(isinstance(k, int) and k >= 1 and k % 2 for k in sizes):
+            raise ValueError(f'{where}.blur_kernel_size: expected an odd positive integer or a list of them, got '
+                             f'{blur_kernel_size!r}')
         unknown = [k for k in kernel_list if k not in ('iso', 'aniso')]
         if unknown or len(kernel_list) != len(kernel_prob) or abs(sum(kernel_prob) - 1) > 1e-6:
             raise ValueError(f"{where}.kernel_list/kernel_prob: expected kernels from ['iso', 'aniso'] with "
                              f'probabilities summing to 1, got {list(kernel_list)} / {list(kernel_prob)}')
-        self.kernel_size = blur_kernel_size
+        self.kernel_sizes = list(sizes)
         self.kernel_list, self.kernel_prob = list(kernel_list), [float(p) for p in kernel_prob]
         self.blur_sigma = _check_range(f'{where}.blur_sigma{suffix}', blur_sigma, 1e-3, 100, 'blur sigma in pixels')
-        self.downsample_range = _check_range(f'{where}.downsample_range{suffix}', downsample_range, 1, 256,
-                                             'scale factor')
+        self.downsample_range = _check_range(f'{where}.downsample_range{suffix}', downsample_range, 0.1, 256,
+                                             'scale factor; below 1 enlarges')
         self.noise_range = _check_range(f'{where}.noise_range{suffix}', noise_range, 0, 255, 'noise sigma on 0-255')
         self.jpeg_range = _check_range(f'{where}.jpeg_range{suffix}', jpeg_range, 1, 100, 'JPEG quality')
 
     def sample(self, rng):
         """Draw one set of degradation parameters."""
         kernel = self.kernel_list[rng.choice(len(self.kernel_list), p=self.kernel_prob)]
+        size = self.kernel_sizes[0] if len(self.kernel_sizes) == 1 else int(rng.choice(self.kernel_sizes))
         return {
             'kernel': kernel,
+            'kernel_size': size,
             'sigma_x': rng.uniform(*self.blur_sigma),
             'sigma_y': rng.uniform(*self.blur_sigma),
             'theta': rng.uniform(-math.pi, math.pi),
@@ -86,7 +91,7 @@ class BlindDegradation:
     def apply(self, img, params, out_size, rng):
         """Degrade an HWC float32 [0, 1] image and resize it to ``out_size`` (square)."""
         iso = params['kernel'] == 'iso'
-        kernel = bivariate_Gaussian(self.kernel_size, params['sigma_x'], params['sigma_y'], params['theta'],
+        kernel = bivariate_Gaussian(params['kernel_size'], params['sigma_x'], params['sigma_y'], params['theta'],
                                     isotropic=iso)
         lq = cv2.filter2D(img, -1, kernel)
         h, w = img.shape[:2]

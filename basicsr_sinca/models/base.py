@@ -17,6 +17,7 @@ from basicsr.losses import build_loss
 from basicsr.models.sr_model import SRModel
 from basicsr.utils import get_root_logger
 
+from basicsr_sinca.utils.checkpoint import load_state_dict_report, read_state_dict
 from basicsr_sinca.utils.options import OptionError
 
 __all__ = ['SinCABaseModel', 'RENAMED_OPTIONS', 'check_renamed_options']
@@ -106,6 +107,17 @@ class SinCABaseModel(SRModel):
             if decay == 0 or param.requires_grad:
                 ema_params[name].mul_(decay).add_(param.data, alpha=1 - decay)
 
+    def load_network(self, net, load_path, strict=True, param_key='params'):
+        """BasicSR's ``load_network`` through the package's one loader: ``weights_only`` (no code in the file runs),
+        BasicSR-style, raw and PyTorch Lightning files, ``param_key`` falling back to the other BasicSR key, and a
+        one-line report (an error when ``strict``; keys of another shape are never loaded)."""
+        net = self.get_bare_model(net)
+        state_dict, used = read_state_dict(load_path, param_key, ('params', 'params_ema', 'state_dict'))
+        get_root_logger().info(f'Loading {type(net).__name__} model from {load_path}, with param key: [{used}].')
+        report = load_state_dict_report(net, state_dict, strict=strict, source=f'{load_path} [{used}]')
+        if report:
+            get_root_logger().warning(report)
+
     def setup_image_losses(self):
         """``pixel_opt``, ``perceptual_opt`` and ``gan_opt`` of ``train`` (each optional)."""
         train_opt = self.opt['train']
@@ -137,8 +149,8 @@ class SinCABaseModel(SRModel):
     # ------------------------------------------------------------------------------------------ one step
     def optimize_parameters(self, current_iter):
         """Generator step (:meth:`generator_loss`), EMA, then a discriminator step when the generator's GAN term
-        was used (:meth:`gan_generator_term`) and ``net_d_iters`` says so."""
-        self.d_fake = None
+        was used (:meth:`gan_generator_term` queues it) and ``net_d_iters`` says so."""
+        self.d_steps = []
         if hasattr(self, 'net_d'):
             self.set_d_trainable(False)
         self.optimizer_g.zero_grad()
@@ -148,8 +160,8 @@ class SinCABaseModel(SRModel):
         if self.ema_decay > 0:
             self.model_ema(decay=self.ema_decay)
         self.after_generator_step(current_iter, loss_dict)
-        if self.d_fake is not None and current_iter % self.net_d_iters == 0:
-            self.optimize_discriminator(self.d_fake, loss_dict)
+        if self.d_steps and current_iter % self.net_d_iters == 0:
+            self.optimize_discriminator(loss_dict)
         self.log_dict = self.reduce_loss_dict(loss_dict)
 
     def generator_loss(self, current_iter, loss_dict):
@@ -159,38 +171,45 @@ class SinCABaseModel(SRModel):
     def after_generator_step(self, current_iter, loss_dict):
         """Hook: runs after the generator's optimizer and EMA step."""
 
-    def image_losses(self, output, loss_dict, pix_key='l_pix', percep_key='l_percep'):
-        """Pixel + perceptual loss of ``output`` against ``self.gt``; adds to ``loss_dict``, returns the sum."""
+    def image_losses(self, output, loss_dict, pix_key='l_pix', percep_key='l_percep', target=None):
+        """Pixel + perceptual loss of ``output`` against ``target`` (default ``self.gt``); adds to ``loss_dict``,
+        returns the sum."""
+        target = self.gt if target is None else target
         total = 0
         if self.cri_pix is not None:
-            loss_dict[pix_key] = self.cri_pix(output, self.gt)
+            loss_dict[pix_key] = self.cri_pix(output, target)
             total = total + loss_dict[pix_key]
         if self.cri_perceptual is not None:
-            loss_dict[percep_key] = self.cri_perceptual(output, self.gt)
+            loss_dict[percep_key] = self.cri_perceptual(output, target)
             total = total + loss_dict[percep_key]
         return total
 
     def gan_active(self, current_iter):
         return self.cri_gan is not None and hasattr(self, 'net_d') and current_iter > self.net_d_start_iter
 
-    def gan_generator_term(self, current_iter, fake, loss_dict, recon=None, last_layer=None, scale=1.0):
+    def gan_generator_term(self, current_iter, fake, loss_dict, recon=None, last_layer=None, scale=1.0, real=None,
+                           branch=None, suffix=''):
         """The generator's GAN term on ``fake`` (0 before ``net_d_start_iter`` or without ``gan_opt``).
 
         With ``last_layer`` (and a tensor ``recon``) the term is weighted by VQGAN's adaptive weight at that layer
-        (clamped to 1) times ``scale``, else by ``scale``; the weight is logged as ``d_weight``. Marks ``fake`` for
-        this iteration's discriminator step.
+        (clamped to 1) times ``scale``, else by ``scale``; the weight is logged as ``d_weight``. Queues this
+        iteration's discriminator step on (``real``, default ``self.gt``; ``fake``). ``branch`` selects one of
+        several discriminators (``net_d(x, branch)``); ``suffix`` is appended to the logged names.
         """
         if not self.gan_active(current_iter):
             return 0
-        l_g_gan = self.cri_gan(self.net_d(fake), True, is_disc=False)
+        l_g_gan = self.cri_gan(self.discriminate(fake, branch), True, is_disc=False)
         weight = scale
         if last_layer is not None:
             if torch.is_tensor(recon):
                 weight = self.adaptive_gan_weight(recon, l_g_gan, last_layer) * scale
-            loss_dict['d_weight'] = torch.as_tensor(weight, device=self.device)
-        loss_dict['l_g_gan'] = weight * l_g_gan
-        self.d_fake = fake
-        return loss_dict['l_g_gan']
+            loss_dict['d_weight' + suffix] = torch.as_tensor(weight, device=self.device)
+        loss_dict['l_g_gan' + suffix] = weight * l_g_gan
+        self.d_steps.append((self.gt if real is None else real, fake, branch, suffix))
+        return loss_dict['l_g_gan' + suffix]
+
+    def discriminate(self, x, branch=None):
+        return self.net_d(x) if branch is None else self.net_d(x, branch)
 
     @staticmethod
     def adaptive_gan_weight(recon_loss, gan_loss, last_layer, max_weight=1.0):
@@ -203,17 +222,22 @@ class SinCABaseModel(SRModel):
         for p in self.net_d.parameters():
             p.requires_grad = flag
 
-    def optimize_discriminator(self, fake, loss_dict):
-        """One discriminator step (``cri_gan`` real vs. ``fake.detach()``); logs into ``loss_dict``."""
+    def optimize_discriminator(self, loss_dict):
+        """One discriminator step on the queued (real, fake) pairs (``cri_gan``; fakes detached); logs into
+        ``loss_dict``."""
         self.set_d_trainable(True)
         self.optimizer_d.zero_grad()
-        real_pred, fake_pred = self.net_d(self.gt), self.net_d(fake.detach())
-        l_d_real = self.cri_gan(real_pred, True, is_disc=True)
-        l_d_fake = self.cri_gan(fake_pred, False, is_disc=True)
-        (l_d_real + l_d_fake).backward()
+        total = 0
+        for real, fake, branch, suffix in self.d_steps:
+            real_pred, fake_pred = self.discriminate(real, branch), self.discriminate(fake.detach(), branch)
+            l_d_real = self.cri_gan(real_pred, True, is_disc=True)
+            l_d_fake = self.cri_gan(fake_pred, False, is_disc=True)
+            total = total + l_d_real + l_d_fake
+            loss_dict['l_d_real' + suffix], loss_dict['l_d_fake' + suffix] = l_d_real, l_d_fake
+            loss_dict['out_d_real' + suffix] = real_pred.detach().mean()
+            loss_dict['out_d_fake' + suffix] = fake_pred.detach().mean()
+        total.backward()
         self.optimizer_d.step()
-        loss_dict['l_d_real'], loss_dict['l_d_fake'] = l_d_real, l_d_fake
-        loss_dict['out_d_real'], loss_dict['out_d_fake'] = real_pred.detach().mean(), fake_pred.detach().mean()
 
     # ---------------------------------------------------------------------------- validation and saving
     def nondist_validation(self, dataloader, current_iter, tb_logger, save_img):

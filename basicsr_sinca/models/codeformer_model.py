@@ -8,7 +8,7 @@ ground truth.
 import torch
 from basicsr.utils.registry import MODEL_REGISTRY
 
-from basicsr_sinca.models.base import SinCABaseModel
+from basicsr_sinca.models.prior_model import VQPriorModel
 from basicsr_sinca.models.restoration_model import VQRestorationModel
 
 __all__ = ['CodeFormerPriorModel', 'CodeFormerStage2Model', 'CodeFormerStage3Model', 'parse_fidelity_schedule']
@@ -114,67 +114,7 @@ class CodeFormerStage3Model(CodeFormerRestorationModel):
 
 
 @MODEL_REGISTRY.register()
-class CodeFormerPriorModel(SinCABaseModel):
-    """Stage 1: the VQGAN prior (``VQAutoEncoder``) auto-encoding HQ images, CodeFormer's recipe.
-
-    L1 (``pixel_opt``) + LPIPS (``perceptual_opt``) + the quantiser's codebook loss (``codebook_loss_weight``,
-    default 1) + hinge GAN (``gan_opt``, CodeFormer's ``VQGANDiscriminator``) after ``net_d_start_iter``, weighted
-    by the adaptive weight at the generator's last conv (clamped to 1) times ``disc_weight`` (0.8). The
-    discriminator trains from the same iteration. Logs the codebook perplexity. Images in [-1, 1] from the
-    ``gt`` key (e.g. ``FFHQBlindDataset`` with ``use_corrupt: false``).
-
-    ``train.codebook_restart_every: N`` (not in CodeFormer's recipe; off by default) re-seeds the codes unused
-    during the last N iterations with encoder outputs of the current batch — against the codebook collapse of
-    very short trainings such as the quickstart's.
-    """
-
-    default_net_d_start_iter = 30001
-
-    def setup_stage(self):
-        train_opt = self.opt['train']
-        self.codebook_loss_weight = train_opt.get('codebook_loss_weight', 1.0)
-        self.disc_weight = train_opt.get('disc_weight', 0.8)
-        self.restart_every = int(train_opt.get('codebook_restart_every') or 0)
-        self.code_counts = None
-
-    @torch.no_grad()
-    def restart_dead_codes(self, current_iter, stats):
-        """Count code usage; every ``restart_every`` iterations re-seed unused codes from encoder outputs."""
-        codebook = self.get_bare_model(self.net_g).quantize.embedding.weight
-        counts = torch.bincount(stats['min_encoding_indices'].reshape(-1), minlength=codebook.shape[0])
-        self.code_counts = counts if self.code_counts is None else self.code_counts + counts
-        if current_iter % self.restart_every:
-            return 0
-        if self.opt['dist']:
-            torch.distributed.all_reduce(self.code_counts)
-        dead = (self.code_counts == 0).nonzero().reshape(-1)
-        if dead.numel():
-            z = self.get_bare_model(self.net_g).encoder(self.gt).permute(0, 2, 3, 1).reshape(-1, codebook.shape[1])
-            pick = torch.randint(0, z.shape[0], (dead.numel(), ), device=z.device)
-            codebook[dead] = z[pick]
-            if self.opt['dist']:
-                torch.distributed.broadcast(codebook, src=0)
-        self.code_counts = None
-        return dead.numel()
-
-    def feed_data(self, data):
-        self.gt = data['gt'].to(self.device)
-        self.lq = self.gt  # the input of an auto-encoder; shown as "lq" in visuals
-
-    def generator_loss(self, current_iter, loss_dict):
-        self.output, l_codebook, self.quant_stats = self.net_g(self.gt)
-        loss_dict['l_codebook'] = l_codebook * self.codebook_loss_weight
-        recon = self.image_losses(self.output, loss_dict)
-        last = self.get_bare_model(self.net_g).generator.blocks[-1].weight
-        l_gan = self.gan_generator_term(current_iter, self.output, loss_dict, recon, last, self.disc_weight)
-        return recon + loss_dict['l_codebook'] + l_gan
-
-    def after_generator_step(self, current_iter, loss_dict):
-        loss_dict['perplexity'] = self.quant_stats['perplexity'].detach()
-        if self.restart_every:
-            restarted = self.restart_dead_codes(current_iter, self.quant_stats)
-            loss_dict['restarted_codes'] = torch.tensor(float(restarted), device=self.device)
-
-    def test(self):
-        with self.evaluation_net() as net:
-            self.output = net(self.gt)[0]
+class CodeFormerPriorModel(VQPriorModel):
+    """Stage 1: CodeFormer's VQGAN prior (``VQAutoEncoder``) with CodeFormer's recipe — :class:`VQPriorModel` under
+    the name CodeFormer's option files use. Images in [-1, 1] from the ``gt`` key (e.g. ``FFHQBlindDataset`` with
+    ``use_corrupt: false``)."""

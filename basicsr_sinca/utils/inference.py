@@ -86,8 +86,9 @@ def output2img(tensor, min_max=(-1, 1), dtype=np.uint8):
     return np.ascontiguousarray((t.numpy().transpose(1, 2, 0)[..., ::-1] * peak).round().astype(dtype))
 
 
-def build_net_from_options(opt_path, drop_keys=('vqgan_path', 'model_path')):
-    """Build ``network_g`` of an option file (``_base_`` resolved), without loading the weights it names."""
+def build_net_from_options(opt_path):
+    """Build ``network_g`` of an option file (``_base_`` resolved) without loading the weight files it names (its
+    ``*_path`` keys: ``vqgan_path``, ``hq_codebook_path``, ...; the caller loads a trained checkpoint)."""
     from basicsr.archs import build_network
 
     import basicsr_sinca  # noqa: F401  (registers the archs)
@@ -95,5 +96,5 @@ def build_net_from_options(opt_path, drop_keys=('vqgan_path', 'model_path')):
     opt = load_options(opt_path)
     if not isinstance(opt.get('network_g'), dict):
         raise OptionError(f'{opt_path}: no network_g section')
-    net_opt = {k: v for k, v in opt['network_g'].items() if k not in drop_keys}
+    net_opt = {k: v for k, v in opt['network_g'].items() if not k.endswith('_path')}
     return build_network(net_opt)

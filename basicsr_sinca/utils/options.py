@@ -33,8 +33,8 @@ def _plain(obj):
     ``'<=' not supported between 'float' and 'str'`` from the optimizer at least once. BasicSR's option
     printer needs string keys (``{8: 64}`` -> ``{'8': 64}``).
     """
-    if isinstance(obj, dict):
-        return {str(k): _plain(v) for k, v in obj.items()}
+    if isinstance(obj, dict):  # a `_delete_` with nothing inherited to delete stays in mmengine's result
+        return {str(k): _plain(v) for k, v in obj.items() if k != '_delete_'}
     if isinstance(obj, (list, tuple)):
         return [_plain(v) for v in obj]
     if isinstance(obj, str) and _SCI_FLOAT.match(obj):

@@ -53,17 +53,33 @@ def test_joint_dataset_has_two_degradations(faces):
 
 @pytest.mark.parametrize('key, value, msg', [
     ('blur_sigma', [15, 1], 'blur_sigma: expected [min, max]'),
-    ('downsample_range', [0.5, 4], 'downsample_range: expected [min, max] with 1 <='),
+    ('downsample_range', [0.05, 4], 'downsample_range: expected [min, max] with 0.1 <='),
     ('noise_range', [-1, 5], 'noise_range'),
     ('jpeg_range', [10, 120], 'jpeg_range'),
     ('jpeg_range_large', [0, 50], 'jpeg_range_large'),
     ('blur_kernel_size', 40, 'blur_kernel_size: expected an odd positive integer'),
+    ('blur_kernel_size', [39, 40], 'blur_kernel_size: expected an odd positive integer or a list'),
     ('kernel_prob', [0.7, 0.7], 'kernel_list/kernel_prob'),
     ('gray_prob', 1.5, 'gray_prob: expected a probability'),
 ])
 def test_bad_ranges_rejected(faces, key, value, msg):
     with pytest.raises(ValueError, match=r'datasets\.train\(faces\)\.' + msg.replace('[', r'\[').replace(']', r'\]')):
         FFHQBlindJointDataset(_opt(faces, **{key: value}))
+
+
+def test_daefr_ranges_kernel_size_choice_and_enlarging_scale(faces):
+    """DAEFR's degradation through the same dataset: kernel size drawn from [39, 41], scale factors below 1."""
+    from basicsr_sinca.data.ffhq_blind_dataset import BlindDegradation
+    deg = BlindDegradation('daefr', blur_sigma=[0.1, 10], downsample_range=[0.8, 8], noise_range=[0, 20],
+                           jpeg_range=[60, 100], blur_kernel_size=[39, 41])
+    rng = np.random.default_rng(0)
+    drawn = [deg.sample(rng) for _ in range(300)]
+    assert {p['kernel_size'] for p in drawn} == {39, 41} and min(p['scale'] for p in drawn) < 1
+    params = dict(drawn[0], scale=0.8, noise=0.0, jpeg=100, kernel_size=39)
+    lq = deg.apply(np.full((64, 64, 3), 0.5, np.float32), params, 64, rng)
+    assert lq.shape == (64, 64, 3) and abs(float(lq.mean()) - 0.5) < 0.01
+    item = FFHQBlindDataset(_opt(faces, seed=3, blur_kernel_size=[39, 41], downsample_range=[0.8, 8]))[0]
+    assert item['lq'].shape == item['gt'].shape
 
 
 def test_color_options_and_gray(faces):

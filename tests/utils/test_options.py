@@ -85,7 +85,7 @@ def test_every_shipped_option_file_resolves_and_builds():
             assert MODEL_REGISTRY.get(opt['model_type']), f
         for key in ('network_g', 'network_d', 'network_hq'):
             if key in opt:
-                spec = {k: v for k, v in opt[key].items() if k not in ('vqgan_path', 'model_path')}
+                spec = {k: v for k, v in opt[key].items() if not k.endswith('_path')}  # weight files
                 specs.setdefault(json.dumps(spec, sort_keys=True), f)
     for text, f in specs.items():
         with torch.device('meta'):
@@ -94,7 +94,16 @@ def test_every_shipped_option_file_resolves_and_builds():
 
 
 def test_entry_files_are_the_main_sinca_stages():
-    for name, expected in (('codeformer_sinca.yml', 'CodeFormerStage2Model'), ('femasr_sinca.yml', 'FeMaSRLQModel')):
+    """Each baseline's entry file trains its SinCA stage, and its teacher is defined: a prior file, or the prior is
+    part of the network."""
+    import basicsr_sinca  # noqa: F401
+    from basicsr.archs import build_network
+    entries = {'codeformer_sinca.yml': 'CodeFormerStage2Model', 'femasr_sinca.yml': 'FeMaSRLQModel',
+               'daefr_sinca.yml': 'VQRestorationModel'}
+    assert {osp.basename(f) for f in glob.glob(osp.join(OPTIONS, '*.yml'))} == set(entries)
+    for name, expected in entries.items():
         opt = load_options(osp.join(OPTIONS, name))
-        assert opt['model_type'] == expected and opt['network_g']['bottleneck']['type'] == 'sinca'
-        assert opt['path']['pretrain_network_hq']
+        assert opt['model_type'] == expected and opt['network_g']['bottleneck']['type'] == 'sinca', name
+        with torch.device('meta'):
+            net = build_network({k: v for k, v in opt['network_g'].items() if not k.endswith('_path')})
+        assert (net.prior_config() is None) != bool(opt['path'].get('pretrain_network_hq')), name

@@ -8,9 +8,9 @@ from helpers import sub_env
 # every name basicsr_sinca registers, per BasicSR registry (plus our bottleneck registry)
 EXPECTED = {
     'arch': {'SinCATransformer', 'SinCAIndexTransformer', 'VQAutoEncoder', 'VQGANDiscriminator', 'SinCACodeFormer',
-             'CodeFormer', 'SinCAFeMaSRNet', 'FeMaSRNet'},
+             'CodeFormer', 'SinCAFeMaSRNet', 'FeMaSRNet', 'VQVAEGAN', 'SinCADAEFR', 'DAEFR', 'DAEFRAssociation'},
     'model': {'CodeFormerPriorModel', 'CodeFormerStage2Model', 'CodeFormerStage3Model', 'FeMaSRLQModel',
-              'VQRestorationModel'},
+              'VQRestorationModel', 'VQPriorModel', 'DAEFRAssociationModel'},
     'loss': {'FeatureMatchingLoss', 'CodeCrossEntropyLoss', 'LPIPSLoss', 'FeMaSRCodebookLoss'},
     'dataset': {'FFHQBlindDataset', 'FFHQBlindJointDataset', 'BSRGANTrainDataset', 'PairedResizeCropDataset'},
     'metric': {'calculate_lpips'},

@@ -10,7 +10,7 @@ import torch
 from helpers import REPO
 
 sys.path.insert(0, osp.join(REPO, 'scripts'))
-import inference_codeformer  # noqa: E402
+import inference_face  # noqa: E402
 
 from basicsr_sinca.utils.inference import build_net_from_options  # noqa: E402
 from basicsr_sinca.utils.sample_data import load_photo  # noqa: E402
@@ -46,7 +46,7 @@ def _inputs(folder):
 def test_aligned_folder(tmp_path, tiny_ckpt, capsys):
     _inputs(tmp_path / 'in')
     out = tmp_path / 'out'
-    rc = inference_codeformer.main(['-i', str(tmp_path / 'in'), '-o', str(out), '--has_aligned', '--opt', TINY_OPT,
+    rc = inference_face.main(['-i', str(tmp_path / 'in'), '-o', str(out), '--has_aligned', '--opt', TINY_OPT,
                                     '--model_path', tiny_ckpt, '-w', '0.7'])
     assert rc == 0
     written = sorted(os.listdir(out / 'restored_faces'))
@@ -64,17 +64,17 @@ def test_aligned_folder(tmp_path, tiny_ckpt, capsys):
 
 
 def test_errors(tmp_path, tiny_ckpt, capsys):
-    assert inference_codeformer.main(['-i', str(tmp_path / 'nothere'), '--model_path', tiny_ckpt, '--opt', TINY_OPT,
+    assert inference_face.main(['-i', str(tmp_path / 'nothere'), '--model_path', tiny_ckpt, '--opt', TINY_OPT,
                                       '--has_aligned']) == 2
     assert 'input not found' in capsys.readouterr().err
     _inputs(tmp_path / 'in')
-    assert inference_codeformer.main(['-i', str(tmp_path / 'in'), '--model_path', tiny_ckpt, '--has_aligned']) == 2
+    assert inference_face.main(['-i', str(tmp_path / 'in'), '--model_path', tiny_ckpt, '--has_aligned']) == 2
     assert 'does not match CodeFormer' in capsys.readouterr().err  # the tiny checkpoint is not the official net
-    assert inference_codeformer.main(['-i', str(tmp_path / 'in'), '--model_path', tiny_ckpt, '--opt', TINY_OPT,
+    assert inference_face.main(['-i', str(tmp_path / 'in'), '--model_path', tiny_ckpt, '--opt', TINY_OPT,
                                       '--face_model_dir', str(tmp_path / 'fx')]) == 2
     err = capsys.readouterr().err
     assert 'detection_Resnet50_Final.pth, parsing_parsenet.pth' in err and str(tmp_path / 'fx') in err
-    assert inference_codeformer.main(['-i', str(tmp_path / 'in'), '--model_path', tiny_ckpt, '-w', '2']) == 2
+    assert inference_face.main(['-i', str(tmp_path / 'in'), '--model_path', tiny_ckpt, '-w', '2']) == 2
 
 
 def test_whole_image_mode_detect_align_paste(tmp_path, tiny_ckpt, monkeypatch):
@@ -98,7 +98,7 @@ def test_whole_image_mode_detect_align_paste(tmp_path, tiny_ckpt, monkeypatch):
     (tmp_path / 'in').mkdir()
     cv2.imwrite(str(tmp_path / 'in' / 'astronaut.png'), load_photo('astronaut'))
     out = tmp_path / 'out'
-    assert inference_codeformer.main(['-i', str(tmp_path / 'in'), '-o', str(out), '--opt', TINY_OPT,
+    assert inference_face.main(['-i', str(tmp_path / 'in'), '-o', str(out), '--opt', TINY_OPT,
                                       '--model_path', tiny_ckpt, '--face_model_dir', str(fx)]) == 0
     final = cv2.imread(str(out / 'final_results' / 'astronaut.png'))
     face = cv2.imread(str(out / 'cropped_faces' / 'astronaut_00.png'))
