@@ -203,14 +203,13 @@ class SinCAFeMaSRNet(VQRestorer, HQPrior):
         super().__init__()
         ch = {int(k): int(v) for k, v in (channels or CHANNELS).items()}
         self.window_size = int((swin_opt or {}).get('window_size', 8))
-        codebook_params = [list(p) for p in codebook_params]
-        if len(codebook_params) != 1:
-            raise ValueError(f'codebook_params: one codebook row [scale, n_codes, dim] is supported (every FeMaSR '
-                             f'release), got {codebook_params}')
-        self.codebook_scale, self.codebook_size, self.codebook_dim = (int(v) for v in codebook_params[0])
+        self.codebook_params = [[int(v) for v in p] for p in codebook_params]
+        self.check_codebook_params(self.codebook_params)
+        self.codebook_scale = self.codebook_params[0][0]
         # the architecture without the bottleneck, e.g. to build the matching HQ prior (teacher)
-        self.femasr_config = dict(in_channel=in_channel, codebook_params=codebook_params, gt_resolution=gt_resolution,
-                                  norm_type=norm_type, act_type=act_type, channels=channels, swin_opt=swin_opt)
+        self.femasr_config = dict(in_channel=in_channel, codebook_params=self.codebook_params,
+                                  gt_resolution=gt_resolution, norm_type=norm_type, act_type=act_type,
+                                  channels=channels, swin_opt=swin_opt)
         self.gt_res, self.LQ_stage, self.use_residual = gt_resolution, LQ_stage, use_residual
         self.scale_factor = scale_factor if LQ_stage else 1
         self.max_depth = int(math.log2(gt_resolution // self.codebook_scale))
@@ -222,13 +221,12 @@ class SinCAFeMaSRNet(VQRestorer, HQPrior):
             res = self.codebook_scale * 2**i
             self.decoder_group.append(DecoderBlock(ch[res], ch[res * 2], norm_type, act_type))
         self.out_conv = nn.Conv2d(ch[self.codebook_scale * 2**self.max_depth], 3, 3, 1, 1)
-        self.quantize_group = nn.ModuleList([FeMaSRCodebook(self.codebook_size, self.codebook_dim)])
-        scale_ch = ch[self.codebook_scale]
-        self.before_quant_group = nn.ModuleList([nn.Conv2d(scale_ch, self.codebook_dim, 1)])
-        self.after_quant_group = nn.ModuleList([CombineQuantBlock(self.codebook_dim, 0, scale_ch)])
+        self.build_quantizers(ch[self.codebook_scale], swin_opt)
 
         side = gt_resolution // self.codebook_scale
-        self.bottleneck = build_bottlenecks(bottleneck, [(self.codebook_size, self.codebook_dim)], [(side, side)])[0]
+        shapes = [(n, d) for _, n, d in self.codebook_params]
+        bottlenecks = build_bottlenecks(bottleneck, shapes, [(side, side)] * len(shapes))
+        self.bottleneck = bottlenecks[0] if len(shapes) == 1 else bottlenecks  # official-style single-codebook keys
         self.register_load_state_dict_pre_hook(self._drop_semantic_keys)
         self.frozen_module_keywords = list(frozen_module_keywords or [])
         for name, module in self.named_modules():
@@ -237,18 +235,32 @@ class SinCAFeMaSRNet(VQRestorer, HQPrior):
                     p.requires_grad = False
 
     @staticmethod
+    def check_codebook_params(codebook_params):
+        if len(codebook_params) != 1:
+            raise ValueError(f'codebook_params: one codebook row [scale, n_codes, dim] is supported (every FeMaSR '
+                             f'release), got {codebook_params}')
+
+    def build_quantizers(self, scale_ch, swin_opt):
+        """``quantize_group`` (the codebook), ``before_quant_group`` (1x1), ``after_quant_group`` (3x3 ``.conv``)."""
+        _, n, dim = self.codebook_params[0]
+        self.codebook_size, self.codebook_dim = n, dim
+        self.quantize_group = nn.ModuleList([FeMaSRCodebook(n, dim)])
+        self.before_quant_group = nn.ModuleList([nn.Conv2d(scale_ch, dim, 1)])
+        self.after_quant_group = nn.ModuleList([CombineQuantBlock(dim, 0, scale_ch)])
+
+    @staticmethod
     def _drop_semantic_keys(module, state_dict, prefix, *args):
         for key in [k for k in state_dict if k.startswith(prefix) and k[len(prefix):].startswith(SEMANTIC_PREFIXES)]:
             del state_dict[key]
 
     @property
     def codebooks(self):
-        """[the frozen codebook (M, C)]."""
-        return [self.quantize_group[0].embedding.weight]
+        """The frozen codebooks (M_i, C_i), one per ``quantize_group`` entry."""
+        return [q.embedding.weight for q in self.quantize_group]
 
     @property
     def bottlenecks(self):
-        return [self.bottleneck]
+        return list(self.bottleneck) if isinstance(self.bottleneck, nn.ModuleList) else [self.bottleneck]
 
     def prior_config(self):
         return dict(type='FeMaSRNet', **dict(self.femasr_config, LQ_stage=False))
@@ -268,17 +280,25 @@ class SinCAFeMaSRNet(VQRestorer, HQPrior):
         return self.latent_factor * self.window_size
 
     def encode(self, x):
-        """(B, 3, h, w) -> ([feat_to_quant (B, C, h', w')], decoder skips)."""
+        """(B, 3, h, w) -> (latents, context): ``latents[i]`` = ``before_quant_group[i]`` of the encoder's
+        codebook-scale feature (B, C_i, h', w'); ``context`` holds that feature (``feat_before_quant``) and the
+        decoder's ``skips``."""
         feats = self.multiscale_encoder(x)
         feats = feats[-3:] if self.LQ_stage else feats[::-1]
-        return [self.before_quant_group[0](feats[0])], feats[1:]
+        latents = [conv(feats[0]) for conv in self.before_quant_group]
+        return latents, {'feat_before_quant': feats[0], 'skips': feats[1:]}
 
-    def decode(self, feats, skips):
-        """[bottleneck output (B, C, h', w')] -> image (B, 3, 8h', 8w')."""
-        x = self.after_quant_group[0](feats[0])
+    def combine_codes(self, feats, context):
+        """Codebook-space features -> the decoder's input (FeMaSR: ``after_quant_group[0]``)."""
+        return self.after_quant_group[0](feats[0])
+
+    def decode(self, feats, context):
+        """Codebook-space features (one (B, C_i, h', w') per codebook) -> image (B, 3, 8h', 8w'); the decoder's
+        input is left in ``context['feat_before_decoder']``."""
+        x = context['feat_before_decoder'] = self.combine_codes(feats, context)
         for i, block in enumerate(self.decoder_group):
             if i > 0 and self.LQ_stage and self.use_residual:
-                x = x + skips[i - 1]
+                x = x + context['skips'][i - 1]
             x = block(x)
         return self.out_conv(x)
 
@@ -376,12 +396,12 @@ class FeMaSRNet(SinCAFeMaSRNet):
 
     def forward(self, x, gt_indices=None):
         """``(image, codebook_loss, semantic_loss, [indices (B, 1, h, w)])`` as upstream."""
-        latents, skips = self.encode(x)
+        latents, context = self.encode(x)
         z, codebook = latents[0], self.codebooks[0]
         out = self.transform(latents)[0]
         indices = out.indices
         z_q = lookup_codes(indices, codebook)
-        image = self.decode([out.feat], skips)
+        image = self.decode([out.feat], context)
         if self.LQ_stage and gt_indices is not None:
             target = lookup_codes(gt_indices[0].reshape(z.shape[0], *z.shape[2:]), codebook)
             codebook_loss = femasr_feature_loss(z, target)

@@ -22,7 +22,7 @@ from torch import nn
 
 from basicsr_sinca.archs.bottleneck_arch import lookup_codes, nearest_code_indices
 
-__all__ = ['PriorTarget', 'RestorerOutput', 'HQPrior', 'VQRestorer', 'codebook_suffix']
+__all__ = ['PriorTarget', 'RestorerOutput', 'HQPrior', 'VQRestorer', 'codebook_suffix', 'targets_from_latents']
 
 
 def codebook_suffix(index, count):
@@ -48,10 +48,24 @@ class RestorerOutput(NamedTuple):
         image (Tensor | None): (B, 3, H', W') in the network's ``image_range``; None for code-only passes.
         latents (list[Tensor]): z_l per codebook, (B, C_i, h_i, w_i): the encoder latents entering the bottlenecks.
         bottlenecks (list[BottleneckOutput]): per codebook, what its bottleneck returned.
+        context: The network's decoder context (see :meth:`VQRestorer.encode`), with what ``decode`` left in it;
+            only the network's own model reads it (e.g. AdaCode's weight map and decoder input).
     """
     image: Optional[torch.Tensor]
     latents: list
     bottlenecks: list
+    context: object = None
+
+
+def targets_from_latents(latents, codebooks):
+    """The nearest codes of each latent (B, C_i, h_i, w_i) in its codebook (M_i, C_i): list of :class:`PriorTarget`."""
+    if len(latents) != len(codebooks):
+        raise ValueError(f'{len(latents)} latents for {len(codebooks)} codebooks')
+    targets = []
+    for latent, codebook in zip(latents, codebooks):
+        indices, _ = nearest_code_indices(latent, codebook)
+        targets.append(PriorTarget(lookup_codes(indices, codebook), indices))
+    return targets
 
 
 class HQPrior(metaclass=ABCMeta):
@@ -83,16 +97,7 @@ class HQPrior(metaclass=ABCMeta):
     @torch.no_grad()
     def prior_targets(self, gt):
         """Targets of every codebook for a GT batch: list of :class:`PriorTarget` (nearest codes, no gradient)."""
-        latents = self.encode_hq(gt)
-        codebooks = self.codebooks
-        if len(latents) != len(codebooks):
-            raise ValueError(f'{type(self).__name__}.encode_hq returned {len(latents)} latents for '
-                             f'{len(codebooks)} codebooks')
-        targets = []
-        for latent, codebook in zip(latents, codebooks):
-            indices, _ = nearest_code_indices(latent, codebook)
-            targets.append(PriorTarget(lookup_codes(indices, codebook), indices))
-        return targets
+        return targets_from_latents(self.encode_hq(gt), self.codebooks)
 
 
 class VQRestorer(nn.Module, metaclass=ABCMeta):
@@ -185,7 +190,12 @@ class VQRestorer(nn.Module, metaclass=ABCMeta):
         latents, context = self.encode(lq)
         outs = self.transform(latents, return_attn_split)
         image = None if code_only else self.decode([o.feat for o in outs], context, **decode_kwargs)
-        return RestorerOutput(image, latents, outs)
+        return RestorerOutput(image, latents, outs, context)
+
+    def visual_maps(self, lq):
+        """Maps worth showing beside the restored image, ``{name: (B, K, H', W')}`` at the output's size (AdaCode: its
+        per-codebook weights); none by default."""
+        return {}
 
     def forward(self, lq, code_only=False, return_attn_split=False, **decode_kwargs):
         """The contract forward: :meth:`restore`, returning a :class:`RestorerOutput`."""

@@ -105,7 +105,7 @@ class VQRestorationModel(SinCABaseModel):
     def generator_loss(self, current_iter, loss_dict):
         targets = self.prior_targets(self.gt)
         wants_image = self.cri_pix is not None or self.cri_perceptual is not None or self.cri_gan is not None
-        output = self.net_g(self.lq, code_only=not wants_image)
+        output = self.last_output = self.net_g(self.lq, code_only=not wants_image)
         total = self.code_losses(output, targets, loss_dict)
         if output.image is not None:
             self.output = output.image
