@@ -101,7 +101,7 @@ def test_use_quantize_false_reaches_every_path():
     quantized.load_state_dict(net.state_dict())
     x = torch.rand(1, 3, 64, 64)
     with torch.no_grad():
-        raw = net.decode(net.encode(x)[0], None)
+        raw = net.decode(*net.encode(x))
         assert torch.equal(net(x)[0], raw) and torch.equal(net.restore(x).image, raw)
         assert not torch.allclose(quantized.restore(x).image, raw)
         assert torch.equal(net(x)[3][0], quantized(x)[3][0])  # the indices are the nearest codes either way
