@@ -223,3 +223,13 @@ def model_from_options(opt, root):
                        training_states=os.path.join(exp, 'training_states'), log=exp,
                        visualization=os.path.join(exp, 'visualization'))
     return build_model(opt)
+
+
+def peak_rss_mb(fn):
+    """``(fn(), MB)``: the call's result and how far it raised the process's peak resident memory (Linux /proc)."""
+    with open('/proc/self/clear_refs', 'w') as f:
+        f.write('5')  # reset the high-water mark
+    rss = int([line for line in open('/proc/self/status') if line.startswith('VmRSS')][0].split()[1])
+    result = fn()
+    hwm = int([line for line in open('/proc/self/status') if line.startswith('VmHWM')][0].split()[1])
+    return result, (hwm - rss) / 1024

@@ -59,14 +59,35 @@ class SinCAAdaCodeSRNet(SinCAFeMaSRNet):
         bottleneck (dict | str | list): One spec for every codebook or a list of one per codebook.
         codebook_params (list): ``[[32, n_i, 256], ...]``, all at the same scale. Default: the release's five.
         weight_softmax (bool): Softmax over the codebooks' weights (False in every release).
+        codebook_paths (list[str] | None): Stage-1 category prior files whose codebooks initialise the codebooks
+            (AdaCode stage 2; upstream's ``path.pretrain_codebook``).
         Other arguments: as :class:`SinCAFeMaSRNet` (the SwinLayers of the weight predictor follow ``swin_opt``).
     """
 
-    def __init__(self, bottleneck=None, codebook_params=RELEASED_CODEBOOKS, weight_softmax=False, **kwargs):
+    def __init__(self, bottleneck=None, codebook_params=RELEASED_CODEBOOKS, weight_softmax=False, codebook_paths=None,
+                 **kwargs):
         self.weight_softmax = weight_softmax
         super().__init__(bottleneck, codebook_params=codebook_params, **kwargs)
         self.femasr_config['weight_softmax'] = weight_softmax
         self.register_load_state_dict_pre_hook(self._drop_contrast_buffers)
+        if codebook_paths is not None:
+            self.load_category_codebooks(codebook_paths)
+
+    def load_category_codebooks(self, paths):
+        """AdaCode stage 2: codebook i from the stage-1 category prior ``paths[i]`` (a FeMaSR HQ network file; only
+        its ``quantize_group.0.embedding.weight`` is used)."""
+        from basicsr_sinca.utils.checkpoint import read_state_dict
+        if len(paths) != len(self.quantize_group):
+            raise ValueError(f'codebook_paths: {len(paths)} files for {len(self.quantize_group)} codebooks')
+        for i, (path, quantizer) in enumerate(zip(paths, self.quantize_group)):
+            state_dict, _ = read_state_dict(path, 'params')
+            codebook = state_dict.get('quantize_group.0.embedding.weight')
+            if codebook is None or codebook.shape != quantizer.embedding.weight.shape:
+                found = None if codebook is None else tuple(codebook.shape)
+                raise ValueError(f'codebook_paths[{i}]: {path} has codebook {found}, expected '
+                                 f'{tuple(quantizer.embedding.weight.shape)} (quantize_group.0.embedding.weight)')
+            with torch.no_grad():
+                quantizer.embedding.weight.copy_(codebook)
 
     @staticmethod
     def _drop_contrast_buffers(module, state_dict, prefix, *args):
@@ -129,7 +150,8 @@ class AdaCodeSRNet(SinCAAdaCodeSRNet):
     """The official AdaCode network (nearest codes); released files load strictly (``params``).
 
     Same keyword arguments as upstream (FeMaSRNet's plus ``AdaCode_stage`` (must be True), ``weight_softmax``,
-    ``num_RRDB`` (unused upstream too)). ``codebook_params`` defaults to the release's five codebooks.
+    ``num_RRDB`` (unused upstream too)); ``codebook_paths`` (stage 2's category codebooks) is ours.
+    ``codebook_params`` defaults to the release's five codebooks.
     ``forward(input, gt_indices=None)`` returns ``(out_img, loss_dict, aux)`` as upstream: ``loss_dict`` with
     ``codebook_loss`` and ``semantic_loss`` (and, given the HQ model's ``gt_indices`` dict, ``before_quant_loss`` /
     ``after_quant_loss``), ``aux`` with ``weight``, ``indices``, ``feat_before_decoder``, ``feat_before_quant``.
@@ -140,7 +162,8 @@ class AdaCodeSRNet(SinCAAdaCodeSRNet):
 
     def __init__(self, *, in_channel=3, codebook_params=None, gt_resolution=256, LQ_stage=False, norm_type='gn',
                  act_type='silu', use_quantize=True, scale_factor=4, use_semantic_loss=False, use_residual=True,
-                 AdaCode_stage=True, weight_softmax=False, num_RRDB=6, channels=None, swin_opt=None, **ignore_kwargs):
+                 AdaCode_stage=True, weight_softmax=False, num_RRDB=6, channels=None, swin_opt=None,
+                 codebook_paths=None, **ignore_kwargs):
         if not AdaCode_stage:
             raise ValueError('AdaCodeSRNet: AdaCode_stage=False is a single-codebook FeMaSR network; use FeMaSRNet')
         if use_semantic_loss:
@@ -150,8 +173,12 @@ class AdaCodeSRNet(SinCAAdaCodeSRNet):
                          weight_softmax=weight_softmax, in_channel=in_channel, gt_resolution=gt_resolution,
                          LQ_stage=LQ_stage, norm_type=norm_type, act_type=act_type, scale_factor=scale_factor,
                          use_residual=use_residual, frozen_module_keywords=ignore_kwargs.get('frozen_module_keywords'),
-                         channels=channels, swin_opt=swin_opt)
+                         channels=channels, swin_opt=swin_opt, codebook_paths=codebook_paths)
         self.use_quantize = use_quantize
+
+    def autoencoder_terms(self, output):
+        out_img, loss_dict, aux = output
+        return out_img, loss_dict['codebook_loss'], [i.reshape(-1) for i in aux['indices']]
 
     def transform(self, latents, return_attn_split=False):
         outs = super().transform(latents, return_attn_split)

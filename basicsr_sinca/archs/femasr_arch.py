@@ -270,6 +270,10 @@ class SinCAFeMaSRNet(VQRestorer, HQPrior):
         return self.encode(gt)[0]
 
     @property
+    def decoder_last_layer(self):
+        return self.out_conv.weight
+
+    @property
     def latent_factor(self):
         """LR pixels per latent pixel."""
         return self.gt_res // self.scale_factor // self.codebook_scale
@@ -388,6 +392,10 @@ class FeMaSRNet(SinCAFeMaSRNet):
                          norm_type, act_type, scale_factor, use_residual, ignore_kwargs.get('frozen_module_keywords'),
                          channels, swin_opt)
         self.use_quantize = use_quantize
+
+    def autoencoder_terms(self, output):
+        image, codebook_loss, _, indices = output
+        return image, codebook_loss, [i.reshape(-1) for i in indices]
 
     def transform(self, latents, return_attn_split=False):
         """The nearest codes; with ``use_quantize=False`` the decoder gets the latents unchanged (indices kept)."""

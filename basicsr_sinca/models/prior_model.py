@@ -24,8 +24,8 @@ class VQPriorModel(SinCABaseModel):
     """An HQ prior auto-encoding images: L1 (``pixel_opt``) + LPIPS (``perceptual_opt``) + the quantiser's codebook
     loss (``codebook_loss_weight``, default 1) + hinge GAN (``gan_opt``, ``network_d``) after ``net_d_start_iter``
     (default 30001), weighted by VQGAN's adaptive weight at the decoder's last layer (clamped to 1) times
-    ``disc_weight`` (0.8). The discriminator trains from the same iteration. Logs the codebook perplexity (per
-    codebook).
+    ``disc_weight`` (0.8; ``adaptive_gan_weight: false`` uses ``gan_opt``'s weight alone, as FeMaSR's and AdaCode's
+    HQ stages). The discriminator trains from the same iteration. Logs the codebook perplexity (per codebook).
 
     ``train.input_key`` (default ``gt``) is the dataset key auto-encoded: ``lq`` trains a prior of degraded images
     (DAEFR's LQ codebook). ``train.codebook_restart_every: N`` (not in the baselines' recipes; off by default)
@@ -43,6 +43,7 @@ class VQPriorModel(SinCABaseModel):
         train_opt = self.opt['train']
         self.codebook_loss_weight = train_opt.get('codebook_loss_weight', 1.0)
         self.disc_weight = train_opt.get('disc_weight', 0.8)
+        self.adaptive_gan_weight_on = bool(train_opt.get('adaptive_gan_weight', True))
         self.restart_every = int(train_opt.get('codebook_restart_every') or 0)
         self.code_counts = None
 
@@ -61,8 +62,11 @@ class VQPriorModel(SinCABaseModel):
         self.output, l_codebook, self.code_indices = bare.autoencoder_terms(self.net_g(self.gt))
         loss_dict['l_codebook'] = l_codebook * self.codebook_loss_weight
         recon = self.image_losses(self.output, loss_dict)
-        l_gan = self.gan_generator_term(current_iter, self.output, loss_dict, recon, bare.decoder_last_layer,
-                                        self.disc_weight)
+        if self.adaptive_gan_weight_on:
+            l_gan = self.gan_generator_term(current_iter, self.output, loss_dict, recon, bare.decoder_last_layer,
+                                            self.disc_weight)
+        else:
+            l_gan = self.gan_generator_term(current_iter, self.output, loss_dict)
         return recon + loss_dict['l_codebook'] + l_gan
 
     def after_generator_step(self, current_iter, loss_dict):

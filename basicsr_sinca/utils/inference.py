@@ -88,7 +88,8 @@ def output2img(tensor, min_max=(-1, 1), dtype=np.uint8):
 
 def build_net_from_options(opt_path):
     """Build ``network_g`` of an option file (``_base_`` resolved) without loading the weight files it names (its
-    ``*_path`` keys: ``vqgan_path``, ``hq_codebook_path``, ...; the caller loads a trained checkpoint)."""
+    ``*_path`` / ``*_paths`` keys: ``vqgan_path``, ``hq_codebook_path``, ``codebook_paths``, ...; the caller loads a
+    trained checkpoint)."""
     from basicsr.archs import build_network
 
     import basicsr_sinca  # noqa: F401  (registers the archs)
@@ -96,5 +97,5 @@ def build_net_from_options(opt_path):
     opt = load_options(opt_path)
     if not isinstance(opt.get('network_g'), dict):
         raise OptionError(f'{opt_path}: no network_g section')
-    net_opt = {k: v for k, v in opt['network_g'].items() if not k.endswith('_path')}
+    net_opt = {k: v for k, v in opt['network_g'].items() if not k.endswith(('_path', '_paths'))}
     return build_network(net_opt)

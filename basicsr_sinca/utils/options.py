@@ -119,10 +119,15 @@ def _check_type(registry, what, key, spec):
 
 
 def _check_file_keys(where, spec):
-    """Keys ending in ``_path`` (``model_path``, ``vqgan_path``, ``backbone_path``) name files that must exist."""
+    """Keys ending in ``_path`` (``model_path``, ``vqgan_path``, ``backbone_path``) name files that must exist, as do
+    the entries of keys ending in ``_paths`` (``codebook_paths``)."""
     for key, value in spec.items():
         if key.endswith('_path') and isinstance(value, str) and not osp.isfile(osp.expanduser(value)):
             raise OptionError(f'{where}.{key}: file not found: {value}')
+        if key.endswith('_paths') and isinstance(value, (list, tuple)):
+            for i, item in enumerate(value):
+                if not isinstance(item, str) or not osp.isfile(osp.expanduser(item)):
+                    raise OptionError(f'{where}.{key}[{i}]: file not found: {item}')
 
 
 def check_options(opt, is_train, resuming=False):

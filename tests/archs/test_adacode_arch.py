@@ -102,7 +102,8 @@ def test_contract_twin_with_five_bottlenecks():
     with torch.no_grad():
         out = net(torch.rand(2, 3, 16, 16))
         maps = net.visual_maps(torch.rand(1, 3, 13, 18))['codebook weights']
-    assert out.image.shape == (2, 3, 64, 64) and len(out.latents) == 5 and out.context['weight'].shape == (2, 5, 1, 8, 8)
+    assert out.image.shape == (2, 3, 64, 64) and len(out.latents) == 5
+    assert out.context['weight'].shape == (2, 5, 1, 8, 8)
     mixed = sum(out.context['weight'][:, i] * net.after_quant_group[i](o.feat) for i, o in enumerate(out.bottlenecks))
     assert torch.allclose(out.context['feat_before_decoder'], mixed)
     assert maps.shape == (1, 5, 52, 72)

@@ -85,7 +85,7 @@ def test_every_shipped_option_file_resolves_and_builds():
             assert MODEL_REGISTRY.get(opt['model_type']), f
         for key in ('network_g', 'network_d', 'network_hq'):
             if key in opt:
-                spec = {k: v for k, v in opt[key].items() if not k.endswith('_path')}  # weight files
+                spec = {k: v for k, v in opt[key].items() if not k.endswith(('_path', '_paths'))}  # weight files
                 specs.setdefault(json.dumps(spec, sort_keys=True), f)
     for text, f in specs.items():
         with torch.device('meta'):
@@ -99,11 +99,13 @@ def test_entry_files_are_the_main_sinca_stages():
     import basicsr_sinca  # noqa: F401
     from basicsr.archs import build_network
     entries = {'codeformer_sinca.yml': 'CodeFormerStage2Model', 'femasr_sinca.yml': 'FeMaSRLQModel',
-               'daefr_sinca.yml': 'VQRestorationModel'}
+               'daefr_sinca.yml': 'VQRestorationModel', 'adacode_sinca.yml': 'AdaCodeLQModel'}
     assert {osp.basename(f) for f in glob.glob(osp.join(OPTIONS, '*.yml'))} == set(entries)
     for name, expected in entries.items():
         opt = load_options(osp.join(OPTIONS, name))
-        assert opt['model_type'] == expected and opt['network_g']['bottleneck']['type'] == 'sinca', name
+        specs = opt['network_g']['bottleneck']
+        assert opt['model_type'] == expected, name
+        assert all(s['type'] == 'sinca' for s in (specs if isinstance(specs, list) else [specs])), name
         with torch.device('meta'):
-            net = build_network({k: v for k, v in opt['network_g'].items() if not k.endswith('_path')})
+            net = build_network({k: v for k, v in opt['network_g'].items() if not k.endswith(('_path', '_paths'))})
         assert (net.prior_config() is None) != bool(opt['path'].get('pretrain_network_hq')), name

@@ -8,10 +8,11 @@ from helpers import sub_env
 # every name basicsr_sinca registers, per BasicSR registry (plus our bottleneck registry)
 EXPECTED = {
     'arch': {'SinCATransformer', 'SinCAIndexTransformer', 'VQAutoEncoder', 'VQGANDiscriminator', 'SinCACodeFormer',
-             'CodeFormer', 'SinCAFeMaSRNet', 'FeMaSRNet', 'VQVAEGAN', 'SinCADAEFR', 'DAEFR', 'DAEFRAssociation'},
+             'CodeFormer', 'SinCAFeMaSRNet', 'FeMaSRNet', 'VQVAEGAN', 'SinCADAEFR', 'DAEFR', 'DAEFRAssociation',
+             'SinCAAdaCodeSRNet', 'AdaCodeSRNet', 'AdaCodeSRNet_Contrast'},
     'model': {'CodeFormerPriorModel', 'CodeFormerStage2Model', 'CodeFormerStage3Model', 'FeMaSRLQModel',
-              'VQRestorationModel', 'VQPriorModel', 'DAEFRAssociationModel'},
-    'loss': {'FeatureMatchingLoss', 'CodeCrossEntropyLoss', 'LPIPSLoss', 'FeMaSRCodebookLoss'},
+              'VQRestorationModel', 'VQPriorModel', 'DAEFRAssociationModel', 'AdaCodeLQModel'},
+    'loss': {'FeatureMatchingLoss', 'CodeCrossEntropyLoss', 'LPIPSLoss', 'FeMaSRCodebookLoss', 'AdaCodeContrastLoss'},
     'dataset': {'FFHQBlindDataset', 'FFHQBlindJointDataset', 'BSRGANTrainDataset', 'PairedResizeCropDataset'},
     'metric': {'calculate_lpips'},
 }

@@ -7,13 +7,13 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from helpers import REPO
+from helpers import REPO, peak_rss_mb
 
 from basicsr_sinca.utils.inference import build_net_from_options, img2input
 from basicsr_sinca.utils.sample_data import load_photo
 
 sys.path.insert(0, osp.join(REPO, 'scripts'))
-import inference_femasr  # noqa: E402
+import inference_sr  # noqa: E402
 
 TINY_OPT = osp.join(REPO, 'options', 'train', 'femasr', 'tiny', 'x4_sinca.yml')
 
@@ -64,14 +64,6 @@ def test_real_network_tiles_without_seams(net):
     assert float(diff[near].mean()) < 1.5 * float(diff[~near].mean())
 
 
-def _peak_rss_mb(fn):
-    with open('/proc/self/clear_refs', 'w') as f:
-        f.write('5')
-    rss = int([line for line in open('/proc/self/status') if line.startswith('VmRSS')][0].split()[1])
-    result = fn()
-    hwm = int([line for line in open('/proc/self/status') if line.startswith('VmHWM')][0].split()[1])
-    return result, (hwm - rss) / 1024
-
 
 @pytest.mark.skipif(not osp.exists('/proc/self/clear_refs'), reason='peak-memory probe needs Linux /proc')
 def test_1024_lr_input_with_sinca_on_cpu():
@@ -86,7 +78,7 @@ def test_1024_lr_input_with_sinca_on_cpu():
     photo = cv2.resize(load_photo('astronaut'), (1024, 1024), interpolation=cv2.INTER_CUBIC)
     x = img2input(photo, 'cpu', normalize=False)
     with torch.no_grad():
-        out, peak_mb = _peak_rss_mb(lambda: sr.test_tile(x, tile_size=256, tile_pad=16))
+        out, peak_mb = peak_rss_mb(lambda: sr.test_tile(x, tile_size=256, tile_pad=16))
     assert out.shape == (1, 3, 2048, 2048) and torch.isfinite(out).all()
     assert peak_mb < 3000, f'peak memory grew by {peak_mb:.0f} MB'
 
@@ -104,7 +96,7 @@ def test_sr_script_folder(tmp_path, net, capsys):
     cv2.imwrite(str(src / 'dot.png'), photo[:3, :3])
     (src / 'corrupt.jpg').write_bytes(b'\xff\xd8\xff garbage')
     out = tmp_path / 'out'
-    rc = inference_femasr.main(['-i', str(src), '-o', str(out), '-s', '4', '--opt', TINY_OPT, '--model_path', str(ckpt),
+    rc = inference_sr.main(['-i', str(src), '-o', str(out), '-s', '4', '--opt', TINY_OPT, '--model_path', str(ckpt),
                                 '--max_size', '40', '--tile_size', '32', '--tile_pad', '8'])
     assert rc == 0
     assert sorted(os.listdir(out)) == ['deep.png', 'gray.png', 'photo.png', 'rgba.png']
@@ -114,6 +106,6 @@ def test_sr_script_folder(tmp_path, net, capsys):
     assert res['deep.png'].dtype == np.uint16 and res['gray.png'].shape == (200, 280, 3)
     printed = capsys.readouterr().out
     assert 'corrupt.jpg: not a readable image' in printed and 'dot.png' in printed and 'too small' in printed
-    assert inference_femasr.main(['-i', str(src), '-o', str(out), '-s', '2', '--opt', TINY_OPT,
+    assert inference_sr.main(['-i', str(src), '-o', str(out), '-s', '2', '--opt', TINY_OPT,
                                   '--model_path', str(ckpt)]) == 2
     assert 'scale_factor is 4 but -s/--out_scale is 2' in capsys.readouterr().err
