@@ -5,7 +5,8 @@ their releases.
   :class:`TamingEncoder` (returns its feature dict), :class:`TamingDecoder` (optionally cross-attending to
   encoder features, RestoreFormer's MHCA), :class:`TamingVectorQuantizer`.
 * :class:`VQVAEGAN` — DAEFR's HQ/LQ codebook autoencoder (``head_size`` 1) and RestoreFormer's HQ dictionary
-  (``head_size`` 8); an :class:`HQPrior`. Images in [-1, 1].
+  (``head_size`` 8); an :class:`HQPrior`. Images in [-1, 1]. Its ``forward`` returns DAEFR's tuple ``(dec,
+  emb_loss, info, hs, h, quant, codebook)``; RestoreFormer's version of the class returned its first four.
 
 Key names and the data flow follow the official releases (checked against golden cases in
 ``tests/archs/test_vqvaegan_arch.py``); the code is ours.
@@ -18,7 +19,17 @@ from basicsr_sinca.archs.codeformer_arch import VectorQuantizer, VQGANDownsample
 from basicsr_sinca.archs.restorer_arch import HQPrior
 
 __all__ = ['TamingResnetBlock', 'MultiHeadAttnBlock', 'TamingEncoder', 'TamingDecoder', 'TamingVectorQuantizer',
-           'VQVAEGAN']
+           'VQVAEGAN', 'strip_lightning_prefix']
+
+
+def strip_lightning_prefix(module, state_dict, prefix, *args):
+    """Load pre-hook: released Lightning files keep the network under ``vqvae.`` (the LightningModule attribute);
+    their keys are moved to the module's own names (when the file has no unprefixed ``encoder.`` keys)."""
+    lightning = prefix + 'vqvae.'
+    if any(k.startswith(lightning) for k in state_dict) and not any(k.startswith(prefix + 'encoder.')
+                                                                   for k in state_dict):
+        for key in [k for k in state_dict if k.startswith(lightning)]:
+            state_dict[prefix + key[len(lightning):]] = state_dict.pop(key)
 
 
 class TamingResnetBlock(nn.Module):
@@ -246,16 +257,7 @@ class VQVAEGAN(nn.Module, HQPrior):
         for name in frozen:
             for p in getattr(self, name).parameters():
                 p.requires_grad = False
-        self.register_load_state_dict_pre_hook(self._strip_lightning_prefix)
-
-    @staticmethod
-    def _strip_lightning_prefix(module, state_dict, prefix, *args):
-        """The released Lightning files keep the autoencoder under ``vqvae.`` (the LightningModule attribute)."""
-        lightning = prefix + 'vqvae.'
-        if any(k.startswith(lightning) for k in state_dict) and not any(
-                k.startswith(prefix + 'encoder.') for k in state_dict):
-            for key in [k for k in state_dict if k.startswith(lightning)]:
-                state_dict[prefix + key[len(lightning):]] = state_dict.pop(key)
+        self.register_load_state_dict_pre_hook(strip_lightning_prefix)
 
     def check_input(self, x):
         f = self.scale_factor
