@@ -221,6 +221,10 @@ class SinCADAEFR(VQRestorer, HQPrior):
     def prior_config(self):
         return None  # the fixed HQ encoder and codebook are part of the network
 
+    @property
+    def decoder_last_layer(self):
+        return self.vqvae.decoder.conv_out.weight
+
     def encode_hq(self, gt):
         """[Fixed_quant_conv(Fixed_encoder(gt))]: the latent whose nearest fixed codes are the targets."""
         self.check_input(gt)

@@ -192,6 +192,11 @@ class VQRestorer(nn.Module, metaclass=ABCMeta):
         image = None if code_only else self.decode([o.feat for o in outs], context, **decode_kwargs)
         return RestorerOutput(image, latents, outs, context)
 
+    @property
+    def decoder_last_layer(self):
+        """The weight of the decoder's last layer (VQGAN's adaptive GAN weight, ``train.adaptive_gan_weight``)."""
+        raise NotImplementedError(f'{type(self).__name__} does not name its decoder\'s last layer')
+
     def visual_maps(self, lq):
         """Maps worth showing beside the restored image, ``{name: (B, K, H', W')}`` at the output's size (AdaCode: its
         per-codebook weights); none by default."""

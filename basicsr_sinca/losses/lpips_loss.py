@@ -1,4 +1,5 @@
-"""LPIPS as a loss (CodeFormer's ``LPIPSLoss``) with the trunk weights taken from a local file."""
+"""LPIPS as a loss (CodeFormer's ``LPIPSLoss``) and RestoreFormer's style loss on the LPIPS trunk, with the trunk
+weights taken from a local file."""
 import warnings
 from os import path as osp
 
@@ -6,7 +7,7 @@ import torch
 from basicsr.utils.registry import LOSS_REGISTRY
 from torch import nn
 
-__all__ = ['LPIPSLoss', 'build_lpips', 'TRUNK_FILES']
+__all__ = ['LPIPSLoss', 'LPIPSStyleLoss', 'build_lpips', 'TRUNK_FILES']
 
 # torchvision checkpoints the LPIPS trunks are made of (what torchvision would download)
 TRUNK_FILES = {'vgg': 'vgg16-397923af.pth', 'alex': 'alexnet-owt-7be5be79.pth'}
@@ -80,3 +81,34 @@ class LPIPSLoss(nn.Module):
         return self.loss_weight * self.lpips(pred, target.detach()).mean()
 
 
+
+
+@LOSS_REGISTRY.register()
+class LPIPSStyleLoss(LPIPSLoss):
+    """RestoreFormer's style loss: MSE between the Gram matrices of the LPIPS trunk's channel-normalised features
+    (each of its five layers), Gram = f f^T / (C·H·W); RestoreFormer weights it 1e9.
+
+    Args: as :class:`LPIPSLoss` (``loss_weight`` default 1e9).
+    """
+
+    def __init__(self, loss_weight=1e9, net='vgg', range_norm=True, pnet_rand=False, backbone_path=None):
+        super().__init__(loss_weight, net, range_norm, pnet_rand, backbone_path)
+
+    def features(self, x):
+        import lpips
+        return [lpips.normalize_tensor(f) for f in self.lpips.net(self.lpips.scaling_layer(x))]
+
+    @staticmethod
+    def gram(f):
+        b, c, h, w = f.shape
+        f = f.reshape(b, c, h * w)
+        return f @ f.transpose(1, 2) / (c * h * w)
+
+    def forward(self, pred, target):
+        """(B, 3, H, W) images -> scalar weighted sum over layers of the Gram matrices' MSE."""
+        if not self.range_norm:
+            pred, target = pred * 2 - 1, target * 2 - 1
+        with torch.no_grad():
+            target_grams = [self.gram(f) for f in self.features(target)]
+        loss = sum(torch.nn.functional.mse_loss(self.gram(f), g) for f, g in zip(self.features(pred), target_grams))
+        return self.loss_weight * loss

@@ -119,9 +119,10 @@ class SinCABaseModel(SRModel):
             get_root_logger().warning(report)
 
     def setup_image_losses(self):
-        """``pixel_opt``, ``perceptual_opt`` and ``gan_opt`` of ``train`` (each optional)."""
+        """``pixel_opt``, ``perceptual_opt``, ``style_opt`` and ``gan_opt`` of ``train`` (each optional)."""
         train_opt = self.opt['train']
-        for attr, key in (('cri_pix', 'pixel_opt'), ('cri_perceptual', 'perceptual_opt'), ('cri_gan', 'gan_opt')):
+        for attr, key in (('cri_pix', 'pixel_opt'), ('cri_perceptual', 'perceptual_opt'), ('cri_style', 'style_opt'),
+                          ('cri_gan', 'gan_opt')):
             setattr(self, attr, build_loss(train_opt[key]).to(self.device) if train_opt.get(key) else None)
 
     def setup_discriminator(self):
@@ -135,11 +136,22 @@ class SinCABaseModel(SRModel):
         self.net_d.train()
 
     def setup_optimizers(self):
-        """``optim_g`` over the trained parameters of net_g; ``optim_d`` for net_d when there is one."""
+        """``optim_g`` over the trained parameters of net_g (``train.lr_multipliers: {name part: factor}`` scales the
+        learning rate of the parameters whose name contains the part; the first match counts); ``optim_d`` for net_d
+        when there is one."""
         train_opt = self.opt['train']
         opt_g = dict(train_opt['optim_g'])
-        params_g = [p for p in self.net_g.parameters() if p.requires_grad]
-        self.optimizer_g = self.get_optimizer(opt_g.pop('type'), params_g, **opt_g)
+        params_g = [(n, p) for n, p in self.net_g.named_parameters() if p.requires_grad]
+        multipliers = train_opt.get('lr_multipliers') or {}
+        if multipliers:  # parameter groups by name, e.g. RestoreFormer's decoder / attention at 10x
+            groups = {}
+            for name, p in params_g:
+                factor = next((f for key, f in multipliers.items() if key in name), 1.0)
+                groups.setdefault(factor, []).append(p)
+            params = [{'params': ps, 'lr': opt_g['lr'] * f} for f, ps in sorted(groups.items())]
+        else:
+            params = [p for _, p in params_g]
+        self.optimizer_g = self.get_optimizer(opt_g.pop('type'), params, **opt_g)
         self.optimizers = [self.optimizer_g]
         if hasattr(self, 'net_d'):
             opt_d = dict(train_opt['optim_d'])
@@ -172,8 +184,8 @@ class SinCABaseModel(SRModel):
         """Hook: runs after the generator's optimizer and EMA step."""
 
     def image_losses(self, output, loss_dict, pix_key='l_pix', percep_key='l_percep', target=None):
-        """Pixel + perceptual loss of ``output`` against ``target`` (default ``self.gt``); adds to ``loss_dict``,
-        returns the sum."""
+        """Pixel + perceptual (+ style) loss of ``output`` against ``target`` (default ``self.gt``); adds to
+        ``loss_dict``, returns the sum."""
         target = self.gt if target is None else target
         total = 0
         if self.cri_pix is not None:
@@ -182,6 +194,9 @@ class SinCABaseModel(SRModel):
         if self.cri_perceptual is not None:
             loss_dict[percep_key] = self.cri_perceptual(output, target)
             total = total + loss_dict[percep_key]
+        if self.cri_style is not None:
+            loss_dict['l_style'] = self.cri_style(output, target)
+            total = total + loss_dict['l_style']
         return total
 
     def gan_active(self, current_iter):

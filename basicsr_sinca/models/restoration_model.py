@@ -9,6 +9,7 @@ from basicsr.losses import build_loss
 from basicsr.utils import get_root_logger
 from basicsr.utils.registry import MODEL_REGISTRY
 
+from basicsr_sinca.archs.bottleneck_arch import lookup_codes
 from basicsr_sinca.archs.restorer_arch import VQRestorer, codebook_suffix
 from basicsr_sinca.models.base import SinCABaseModel
 from basicsr_sinca.utils.options import OptionError
@@ -27,7 +28,9 @@ class VQRestorationModel(SinCABaseModel):
     Options: ``path.pretrain_network_hq`` (the prior's checkpoint; ``path.param_key_hq``) and ``network_hq`` (its
     arch options, default: what the network says, ``prior_config()``); ``train.feat_opt`` (Eq. 6, default weights
     1/1), ``train.ce_opt`` (index bottlenecks), ``train.codebook_opt`` (a baseline's own encoder-feature loss,
-    replacing Eq. 6's encoder term).
+    replacing Eq. 6's encoder term; ``train.codebook_target: selected`` compares the latent with the codes its own
+    bottleneck selected, RestoreFormer's commitment, instead of the prior's targets); ``train.adaptive_gan_weight``
+    (VQGAN's adaptive weight at the network's ``decoder_last_layer`` times ``train.disc_weight``).
     """
 
     def setup_stage(self):
@@ -63,6 +66,11 @@ class VQRestorationModel(SinCABaseModel):
         self.cri_ce = build_loss(train_opt['ce_opt']).to(self.device) if train_opt.get('ce_opt') else None
         self.cri_codebook = (build_loss(train_opt['codebook_opt']).to(self.device)
                              if train_opt.get('codebook_opt') else None)
+        self.codebook_target = train_opt.get('codebook_target', 'prior')
+        if self.codebook_target not in ('prior', 'selected'):
+            raise OptionError(f"train.codebook_target: expected 'prior' or 'selected', got {self.codebook_target!r}")
+        self.adaptive_gan = bool(train_opt.get('adaptive_gan_weight', False))
+        self.disc_weight = train_opt.get('disc_weight', 1.0)
 
     def code_losses(self, output, targets, loss_dict):
         """Losses of every codebook's bottleneck against the prior's targets, summed; each term logged per codebook
@@ -80,7 +88,8 @@ class VQRestorationModel(SinCABaseModel):
         Returns:
             Tensor: the sum.
         """
-        bottlenecks = self.get_bare_model(self.net_g).bottlenecks
+        bare = self.get_bare_model(self.net_g)
+        bottlenecks, codebooks = bare.bottlenecks, bare.codebooks
         n = len(targets)
         total = 0
         for i, (lq_feat, out, bottleneck, target) in enumerate(zip(output.latents, output.bottlenecks, bottlenecks,
@@ -89,7 +98,11 @@ class VQRestorationModel(SinCABaseModel):
             l_match, l_lq = self.cri_feat(out.feat if bottleneck.continuous else None,
                                           None if self.cri_codebook else lq_feat, target.feat)
             if self.cri_codebook is not None:
-                l_lq = self.cri_codebook(lq_feat, target.feat)
+                if self.codebook_target == 'selected' and not bottleneck.selects_codes:
+                    raise OptionError(f"train.codebook_target: 'selected' needs bottlenecks that select codes, not "
+                                      f'{bottleneck.type_name!r}')
+                own = lookup_codes(out.indices, codebooks[i]) if self.codebook_target == 'selected' else None
+                l_lq = self.cri_codebook(lq_feat, target.feat if own is None else own)
             for key, term in (('l_feat_match', l_match), ('l_feat_lq', l_lq)):
                 if term is not None:
                     loss_dict[key + sfx] = term
@@ -110,7 +123,13 @@ class VQRestorationModel(SinCABaseModel):
         if output.image is not None:
             self.output = output.image
             total = total + self.image_losses(self.output, loss_dict)
-            total = total + self.gan_generator_term(current_iter, self.output, loss_dict)
+            if self.adaptive_gan:
+                recon = {k: v for k, v in loss_dict.items() if k in ('l_pix', 'l_percep', 'l_style')}
+                total = total + self.gan_generator_term(current_iter, self.output, loss_dict, sum(recon.values()),
+                                                        self.get_bare_model(self.net_g).decoder_last_layer,
+                                                        self.disc_weight)
+            else:
+                total = total + self.gan_generator_term(current_iter, self.output, loss_dict)
         return total
 
     def test(self):

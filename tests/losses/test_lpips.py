@@ -43,3 +43,20 @@ def test_loss_ranges_and_missing_weights(tmp_path, monkeypatch):
     loss_pm1 = LPIPSLoss(net='alex', pnet_rand=True, range_norm=True)
     loss_pm1.lpips.load_state_dict(loss.lpips.state_dict())
     assert torch.allclose(loss_pm1(y * 2 - 1, x * 2 - 1), value)
+
+
+def test_style_loss_is_the_gram_mse_of_normalised_lpips_features():
+    from basicsr_sinca.losses.lpips_loss import LPIPSStyleLoss
+    torch.manual_seed(0)
+    loss = LPIPSStyleLoss(loss_weight=2.0, net='alex', pnet_rand=True)
+    pred, target = torch.rand(2, 3, 32, 32) * 2 - 1, torch.rand(2, 3, 32, 32) * 2 - 1
+    expected = 0
+    for fp, ft in zip(loss.lpips.net(loss.lpips.scaling_layer(pred)), loss.lpips.net(loss.lpips.scaling_layer(target))):
+        grams = []
+        for f in (fp, ft):
+            f = f / (f.square().sum(1, keepdim=True).sqrt() + 1e-10)
+            b, c, h, w = f.shape
+            grams.append(torch.einsum('bchw,bdhw->bcd', f, f) / (c * h * w))
+        expected = expected + (grams[0] - grams[1]).square().mean()
+    assert torch.allclose(loss(pred, target), 2.0 * expected, rtol=1e-5)
+    assert loss(target, target) == 0

@@ -6,9 +6,11 @@ from collections import OrderedDict
 import pytest
 import torch
 import torch.nn.functional as F
-from helpers import make_toy_workdir, model_from_options, toy_options
+from helpers import TOY_BOTTLENECKS, make_toy_workdir, model_from_options, toy_options
 
 from basicsr_sinca.utils.options import OptionError
+
+TOY_SINCA = [TOY_BOTTLENECKS[0], TOY_BOTTLENECKS[0]]
 
 
 @pytest.fixture(scope='module')
@@ -122,3 +124,51 @@ def test_networks_off_the_contract_are_refused(root, network, message):
     opt['path']['pretrain_network_g'] = None
     with pytest.raises(OptionError, match=message):
         model_from_options(opt, root)
+
+
+def test_lr_multipliers_make_parameter_groups(root):
+    model = model_from_options(toy_options(root, 'groups', train={'lr_multipliers': {'bottleneck': 10}}), root)
+    groups = model.optimizer_g.param_groups
+    assert sorted(g['lr'] for g in groups) == [1e-3, 1e-2]
+    fast = next(g for g in groups if g['lr'] == 1e-2)
+    names = {id(p): n for n, p in model.net_g.named_parameters()}
+    assert fast['params'] and all(names[id(p)].startswith('bottleneck.') for p in fast['params'])
+    total = sum(len(g['params']) for g in groups)
+    assert total == sum(1 for p in model.net_g.parameters() if p.requires_grad)
+
+
+def test_codebook_commitment_to_the_selected_codes(root):
+    """``codebook_target: selected`` (RestoreFormer's commitment) pulls each latent toward the codes its own
+    bottleneck picked, not toward the prior's targets; it needs bottlenecks that select codes."""
+    opt = toy_options(root, 'commit', ['nearest', 'nearest'], train={
+        'codebook_opt': {'type': 'MSELoss', 'loss_weight': 1.0}, 'codebook_target': 'selected'})
+    model = model_from_options(opt, root)
+    model.feed_data(_batch())
+    output = model.net_g(model.lq, code_only=True)
+    loss_dict = OrderedDict()
+    model.code_losses(output, model.prior_targets(model.gt), loss_dict)
+    for i, (z, out) in enumerate(zip(output.latents, output.bottlenecks)):
+        own = model.net_g.codebooks[i][out.indices].permute(0, 3, 1, 2)
+        assert torch.allclose(loss_dict[f'l_feat_lq_c{i}'], F.mse_loss(z, own))
+    opt['network_g']['bottleneck'] = TOY_SINCA
+    with pytest.raises(OptionError, match="'selected' needs bottlenecks that select codes, not 'sinca'"):
+        model = model_from_options(opt, root)
+        model.feed_data(_batch())
+        model.code_losses(model.net_g(model.lq, code_only=True), model.prior_targets(model.gt), OrderedDict())
+
+
+def test_adaptive_gan_weight_on_the_restorer(root):
+    """``adaptive_gan_weight``: VQGAN's weight at the network's decoder_last_layer times ``disc_weight``."""
+    opt = toy_options(root, 'adaptive', network_d={'type': 'VQGANDiscriminator', 'nc': 3, 'ndf': 32, 'n_layers': 2},
+                      train={'optim_d': {'type': 'Adam', 'lr': 1e-4},
+                             'gan_opt': {'type': 'GANLoss', 'gan_type': 'hinge', 'loss_weight': 1.0},
+                             'adaptive_gan_weight': True, 'disc_weight': 0.5})
+    model = model_from_options(opt, root)
+    model.net_g.decoder[2].weight.requires_grad = True  # the toy's frozen decoder: give the weight a gradient
+    type(model.net_g).decoder_last_layer = property(lambda self: self.decoder[2].weight)
+    try:
+        model.feed_data(_batch())
+        model.optimize_parameters(1)
+    finally:
+        del type(model.net_g).decoder_last_layer
+    assert 0 < float(model.log_dict['d_weight']) <= 0.5

@@ -99,7 +99,8 @@ def test_entry_files_are_the_main_sinca_stages():
     import basicsr_sinca  # noqa: F401
     from basicsr.archs import build_network
     entries = {'codeformer_sinca.yml': 'CodeFormerStage2Model', 'femasr_sinca.yml': 'FeMaSRLQModel',
-               'daefr_sinca.yml': 'VQRestorationModel', 'adacode_sinca.yml': 'AdaCodeLQModel'}
+               'daefr_sinca.yml': 'VQRestorationModel', 'adacode_sinca.yml': 'AdaCodeLQModel',
+               'restoreformer_sinca.yml': 'VQRestorationModel'}
     assert {osp.basename(f) for f in glob.glob(osp.join(OPTIONS, '*.yml'))} == set(entries)
     for name, expected in entries.items():
         opt = load_options(osp.join(OPTIONS, name))

@@ -9,10 +9,12 @@ from helpers import sub_env
 EXPECTED = {
     'arch': {'SinCATransformer', 'SinCAIndexTransformer', 'VQAutoEncoder', 'VQGANDiscriminator', 'SinCACodeFormer',
              'CodeFormer', 'SinCAFeMaSRNet', 'FeMaSRNet', 'VQVAEGAN', 'SinCADAEFR', 'DAEFR', 'DAEFRAssociation',
-             'SinCAAdaCodeSRNet', 'AdaCodeSRNet', 'AdaCodeSRNet_Contrast'},
+             'SinCAAdaCodeSRNet', 'AdaCodeSRNet', 'AdaCodeSRNet_Contrast', 'SinCARestoreFormer',
+             'VQVAEGANMultiHeadTransformer'},
     'model': {'CodeFormerPriorModel', 'CodeFormerStage2Model', 'CodeFormerStage3Model', 'FeMaSRLQModel',
               'VQRestorationModel', 'VQPriorModel', 'DAEFRAssociationModel', 'AdaCodeLQModel'},
-    'loss': {'FeatureMatchingLoss', 'CodeCrossEntropyLoss', 'LPIPSLoss', 'FeMaSRCodebookLoss', 'AdaCodeContrastLoss'},
+    'loss': {'FeatureMatchingLoss', 'CodeCrossEntropyLoss', 'LPIPSLoss', 'FeMaSRCodebookLoss', 'AdaCodeContrastLoss',
+             'LPIPSStyleLoss'},
     'dataset': {'FFHQBlindDataset', 'FFHQBlindJointDataset', 'BSRGANTrainDataset', 'PairedResizeCropDataset'},
     'metric': {'calculate_lpips'},
 }
