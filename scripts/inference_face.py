@@ -133,7 +133,7 @@ def main(argv=None):
     from tqdm import tqdm
 
     from basicsr_sinca.utils.file_io import atomic_imwrite
-    from basicsr_sinca.utils.inference import list_inputs, read_image
+    from basicsr_sinca.utils.inference import list_inputs, read_image, report_written
     from basicsr_sinca.utils.options import OptionError
 
     device = torch.device('cuda' if args.device == 'auto' and torch.cuda.is_available() else
@@ -174,10 +174,7 @@ def main(argv=None):
         final = helper.paste_faces_to_input_image() if helper.restored_faces else img
         atomic_imwrite(final, osp.join(args.output, 'final_results', f'{name}.png'))
         written += 1
-    print(f'{written} image(s) restored into {args.output}; {len(skipped)} skipped')
-    for msg in skipped:
-        print(f'  skipped: {msg}')
-    return 0 if written or not inputs else 1
+    return report_written(written, skipped, inputs, args.output, 'image(s) restored into')
 
 
 if __name__ == '__main__':

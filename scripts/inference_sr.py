@@ -108,7 +108,7 @@ def main(argv=None):
     from tqdm import tqdm
 
     from basicsr_sinca.utils.file_io import atomic_imwrite
-    from basicsr_sinca.utils.inference import list_inputs, output2img, read_image_layers
+    from basicsr_sinca.utils.inference import list_inputs, output2img, read_image_layers, report_written
     from basicsr_sinca.utils.options import OptionError
 
     device = torch.device('cuda' if args.device == 'auto' and torch.cuda.is_available() else
@@ -144,10 +144,7 @@ def main(argv=None):
             figure = maps_figure(net, img, output2img(out, (0, 1)), device)
             if figure is not None:
                 atomic_imwrite(figure, osp.join(args.output, 'maps', f'{name}_maps.png'))
-    print(f'{written} image(s) written to {args.output}; {len(skipped)} skipped')
-    for msg in skipped:
-        print(f'  skipped: {msg}')
-    return 0 if written or not inputs else 1
+    return report_written(written, skipped, inputs, args.output, 'image(s) written to')
 
 
 if __name__ == '__main__':

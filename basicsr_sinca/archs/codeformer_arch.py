@@ -18,7 +18,8 @@ from basicsr.utils.registry import ARCH_REGISTRY
 from torch import nn
 
 from basicsr_sinca.archs.bottleneck_arch import build_bottlenecks, lookup_codes, nearest_code_indices
-from basicsr_sinca.archs.index_transformer_arch import CodeFormerIndexTransformer, map_official_index_keys
+from basicsr_sinca.archs.index_transformer_arch import (CodeFormerIndexTransformer, map_official_index_keys,
+                                                     official_index_key_names)
 from basicsr_sinca.archs.restorer_arch import HQPrior, VQRestorer
 from basicsr_sinca.utils.checkpoint import load_state_dict_report, read_state_dict
 
@@ -470,13 +471,7 @@ class CodeFormer(SinCACodeFormer):
                      'latent_size': latent_size}
         super().__init__(index_opt, 512, 64, (1, 2, 2, 4, 4, 8), 2, (16, ), codebook_size, 256, connect_list,
                          fix_modules, vqgan_path)
-        self.register_state_dict_post_hook(self._official_key_names)
-
-    @staticmethod
-    def _official_key_names(module, state_dict, prefix, local_metadata):
-        inner = f'{prefix}bottleneck.'
-        for key in [k for k in state_dict if k.startswith(inner)]:
-            state_dict[prefix + key[len(inner):]] = state_dict.pop(key)
+        self.register_state_dict_post_hook(official_index_key_names)
 
     def forward(self, x, w=0, detach_16=True, code_only=False, adain=False):
         out = self.restore(x, code_only, w=w, detach_16=detach_16, adain=adain)

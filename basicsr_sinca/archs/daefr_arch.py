@@ -22,10 +22,11 @@ from basicsr.utils.registry import ARCH_REGISTRY
 from torch import nn
 
 from basicsr_sinca.archs.bottleneck_arch import build_bottlenecks, lookup_codes
-from basicsr_sinca.archs.index_transformer_arch import CodeFormerIndexTransformer, map_official_index_keys
+from basicsr_sinca.archs.index_transformer_arch import (CodeFormerIndexTransformer, map_official_index_keys,
+                                                     official_index_key_names)
 from basicsr_sinca.archs.restorer_arch import HQPrior, VQRestorer
 from basicsr_sinca.archs.vqvaegan_arch import (VQVAEGAN, MultiHeadAttnBlock, TamingDecoder, TamingEncoder,
-                                               TamingVectorQuantizer)
+                                               TamingVectorQuantizer, check_image_input)
 from basicsr_sinca.utils.checkpoint import load_state_dict_report, read_state_dict
 
 __all__ = ['DAEFRAutoencoders', 'DAEFRAssociation', 'SinCADAEFR', 'DAEFR', 'ddconfig_params']
@@ -204,10 +205,7 @@ class SinCADAEFR(VQRestorer, HQPrior):
             map_official_index_keys(state_dict, prefix, 'bottleneck')
 
     def check_input(self, x):
-        f = self.scale_factor
-        if x.dim() != 4 or x.shape[1] != 3 or x.shape[-2] % f or x.shape[-1] % f:
-            raise ValueError(f'{type(self).__name__}: input of shape {tuple(x.shape)} must be (B, 3, H, W) with H and '
-                             f'W divisible by {f}')
+        check_image_input(self, x, self.scale_factor, channels=3)
 
     @property
     def codebooks(self):
@@ -269,13 +267,7 @@ class DAEFR(SinCADAEFR):
                              'path.pretrain_network_g')
         index = {'type': 'index', 'dim_embd': dim_embd, 'n_head': n_head, 'n_layers': n_layers}
         super().__init__(index, ddconfig, fix_modules=())
-        self.register_state_dict_post_hook(self._official_key_names)
-
-    @staticmethod
-    def _official_key_names(module, state_dict, prefix, local_metadata):
-        inner = f'{prefix}bottleneck.'
-        for key in [k for k in state_dict if k.startswith(inner)]:
-            state_dict[prefix + key[len(inner):]] = state_dict.pop(key)
+        self.register_state_dict_post_hook(official_index_key_names)
 
     def forward(self, lq, gt=None):
         latents, context = self.encode(lq)

@@ -14,7 +14,8 @@ from torch import nn
 from basicsr_sinca.archs.bottleneck_arch import Bottleneck, BottleneckOutput, lookup_codes
 from basicsr_sinca.utils.registry import BOTTLENECK_REGISTRY
 
-__all__ = ['CodeFormerSALayer', 'CodeFormerIndexTransformer', 'OFFICIAL_INDEX_KEYS', 'map_official_index_keys']
+__all__ = ['CodeFormerSALayer', 'CodeFormerIndexTransformer', 'OFFICIAL_INDEX_KEYS', 'map_official_index_keys',
+           'official_index_key_names']
 
 # top-level names of the index transformer inside codeformer.pth / DAEFR_model.ckpt
 OFFICIAL_INDEX_KEYS = ('position_emb', 'feat_emb.', 'ft_layers.', 'idx_pred_layer.')
@@ -25,6 +26,13 @@ def map_official_index_keys(state_dict, prefix, target):
     for key in list(state_dict):
         if key.startswith(prefix) and key[len(prefix):].startswith(OFFICIAL_INDEX_KEYS):
             state_dict[f'{prefix}{target}.{key[len(prefix):]}'] = state_dict.pop(key)
+
+
+def official_index_key_names(module, state_dict, prefix, local_metadata):
+    """State-dict post-hook of the official networks: the ``bottleneck.`` keys back at the top level."""
+    inner = f'{prefix}bottleneck.'
+    for key in [k for k in state_dict if k.startswith(inner)]:
+        state_dict[prefix + key[len(inner):]] = state_dict.pop(key)
 
 
 class CodeFormerSALayer(nn.Module):

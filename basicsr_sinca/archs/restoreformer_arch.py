@@ -13,12 +13,10 @@ The blocks are the taming ones of ``vqvaegan_arch.py`` (shared with DAEFR). Key 
 the official release (checked against golden cases in ``tests/archs/test_restoreformer_arch.py``); the code is ours.
 """
 from basicsr.utils.registry import ARCH_REGISTRY
-from torch import nn
 
 from basicsr_sinca.archs.bottleneck_arch import build_bottlenecks
 from basicsr_sinca.archs.restorer_arch import VQRestorer
-from basicsr_sinca.archs.vqvaegan_arch import (TamingDecoder, TamingEncoder, TamingVectorQuantizer,
-                                               strip_lightning_prefix)
+from basicsr_sinca.archs.vqvaegan_arch import build_taming_autoencoder, check_image_input, strip_lightning_prefix
 
 __all__ = ['SinCARestoreFormer', 'VQVAEGANMultiHeadTransformer']
 
@@ -55,17 +53,9 @@ class SinCARestoreFormer(VQRestorer):
                  in_channels=3, out_ch=3, ch=64, ch_mult=(1, 2, 2, 4, 4, 8), num_res_blocks=2, dropout=0.0,
                  attn_resolutions=(16, ), enable_mid=True, head_size=8, fix_modules=FROZEN_BEFORE_LATENT):
         super().__init__()
-        ddconfig = dict(ch=ch, ch_mult=list(ch_mult), num_res_blocks=num_res_blocks,
-                        attn_resolutions=list(attn_resolutions), dropout=dropout, resolution=resolution,
-                        z_channels=z_channels, enable_mid=enable_mid, head_size=head_size)
-        self.config = dict(ddconfig, embed_dim=embed_dim, n_embed=n_embed, double_z=double_z, in_channels=in_channels,
-                           out_ch=out_ch)
-        self.img_size, self.scale_factor = resolution, 2**(len(ch_mult) - 1)
-        self.encoder = TamingEncoder(in_channels=in_channels, double_z=double_z, **ddconfig)
-        self.decoder = TamingDecoder(out_ch=out_ch, **ddconfig)
-        self.quantize = TamingVectorQuantizer(n_embed, embed_dim)
-        self.quant_conv = nn.Conv2d(z_channels, embed_dim, 1)
-        self.post_quant_conv = nn.Conv2d(embed_dim, z_channels, 1)
+        build_taming_autoencoder(self, embed_dim, n_embed, double_z, z_channels, resolution, in_channels, out_ch, ch,
+                                 ch_mult, num_res_blocks, attn_resolutions, dropout, enable_mid, head_size)
+        self.img_size = resolution  # the aligned face size
         side = resolution // self.scale_factor
         self.bottleneck = build_bottlenecks(bottleneck, [(n_embed, embed_dim)], [(side, side)])[0]
         self.register_load_state_dict_pre_hook(strip_lightning_prefix)  # the released Lightning files: `vqvae.`
@@ -74,10 +64,7 @@ class SinCARestoreFormer(VQRestorer):
                 p.requires_grad = False
 
     def check_input(self, x):
-        f = self.scale_factor
-        if x.dim() != 4 or x.shape[-2] % f or x.shape[-1] % f:
-            raise ValueError(f'{type(self).__name__}: input of shape {tuple(x.shape)} must be (B, C, H, W) with H and '
-                             f'W divisible by {f}')
+        check_image_input(self, x, self.scale_factor)
 
     @property
     def codebooks(self):

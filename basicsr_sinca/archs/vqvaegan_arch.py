@@ -19,7 +19,31 @@ from basicsr_sinca.archs.codeformer_arch import VectorQuantizer, VQGANDownsample
 from basicsr_sinca.archs.restorer_arch import HQPrior
 
 __all__ = ['TamingResnetBlock', 'MultiHeadAttnBlock', 'TamingEncoder', 'TamingDecoder', 'TamingVectorQuantizer',
-           'VQVAEGAN', 'strip_lightning_prefix']
+           'VQVAEGAN', 'strip_lightning_prefix', 'check_image_input', 'build_taming_autoencoder']
+
+
+def check_image_input(module, x, factor, channels=None):
+    """One-line error unless ``x`` is (B, C, H, W) with H and W divisible by ``factor`` (and C == ``channels``)."""
+    if x.dim() != 4 or x.shape[-2] % factor or x.shape[-1] % factor or (channels and x.shape[1] != channels):
+        raise ValueError(f"{type(module).__name__}: input of shape {tuple(x.shape)} must be (B, {channels or 'C'}, H, "
+                         f'W) with H and W divisible by {factor}')
+
+
+def build_taming_autoencoder(module, embed_dim, n_embed, double_z, z_channels, resolution, in_channels, out_ch, ch,
+                             ch_mult, num_res_blocks, attn_resolutions, dropout, enable_mid, head_size, beta=0.25):
+    """Give ``module`` the taming autoencoder's parts under their official names (``encoder``, ``decoder``,
+    ``quantize``, ``quant_conv``, ``post_quant_conv``), its ``config`` (the ddconfig) and ``scale_factor``."""
+    ddconfig = dict(ch=ch, ch_mult=list(ch_mult), num_res_blocks=num_res_blocks,
+                    attn_resolutions=list(attn_resolutions), dropout=dropout, resolution=resolution,
+                    z_channels=z_channels, enable_mid=enable_mid, head_size=head_size)
+    module.config = dict(ddconfig, embed_dim=embed_dim, n_embed=n_embed, double_z=double_z, in_channels=in_channels,
+                         out_ch=out_ch)
+    module.scale_factor = 2**(len(ch_mult) - 1)
+    module.encoder = TamingEncoder(in_channels=in_channels, double_z=double_z, **ddconfig)
+    module.decoder = TamingDecoder(out_ch=out_ch, **ddconfig)
+    module.quantize = TamingVectorQuantizer(n_embed, embed_dim, beta)
+    module.quant_conv = nn.Conv2d(z_channels, embed_dim, 1)
+    module.post_quant_conv = nn.Conv2d(embed_dim, z_channels, 1)
 
 
 def strip_lightning_prefix(module, state_dict, prefix, *args):
@@ -242,17 +266,8 @@ class VQVAEGAN(nn.Module, HQPrior):
                  out_ch=3, ch=64, ch_mult=(1, 2, 2, 4, 4, 8), num_res_blocks=2, attn_resolutions=(16, ), dropout=0.0,
                  enable_mid=True, head_size=1, fix_decoder=False, fix_codebook=False, beta=0.25):
         super().__init__()
-        ddconfig = dict(ch=ch, ch_mult=list(ch_mult), num_res_blocks=num_res_blocks,
-                        attn_resolutions=list(attn_resolutions), dropout=dropout, resolution=resolution,
-                        z_channels=z_channels, enable_mid=enable_mid, head_size=head_size)
-        self.config = dict(ddconfig, embed_dim=embed_dim, n_embed=n_embed, double_z=double_z, in_channels=in_channels,
-                           out_ch=out_ch)
-        self.scale_factor = 2**(len(ch_mult) - 1)
-        self.encoder = TamingEncoder(in_channels=in_channels, double_z=double_z, **ddconfig)
-        self.decoder = TamingDecoder(out_ch=out_ch, **ddconfig)
-        self.quantize = TamingVectorQuantizer(n_embed, embed_dim, beta)
-        self.quant_conv = nn.Conv2d(z_channels, embed_dim, 1)
-        self.post_quant_conv = nn.Conv2d(embed_dim, z_channels, 1)
+        build_taming_autoencoder(self, embed_dim, n_embed, double_z, z_channels, resolution, in_channels, out_ch, ch,
+                                 ch_mult, num_res_blocks, attn_resolutions, dropout, enable_mid, head_size, beta)
         frozen = (['decoder'] if fix_decoder else []) + (['quantize'] if fix_codebook else [])
         for name in frozen:
             for p in getattr(self, name).parameters():
@@ -260,10 +275,7 @@ class VQVAEGAN(nn.Module, HQPrior):
         self.register_load_state_dict_pre_hook(strip_lightning_prefix)
 
     def check_input(self, x):
-        f = self.scale_factor
-        if x.dim() != 4 or x.shape[-2] % f or x.shape[-1] % f:
-            raise ValueError(f'{type(self).__name__}: input of shape {tuple(x.shape)} must be (B, C, H, W) with H and '
-                             f'W divisible by {f}')
+        check_image_input(self, x, self.scale_factor)
 
     @property
     def codebooks(self):

@@ -125,9 +125,14 @@ class SinCABaseModel(SRModel):
                           ('cri_gan', 'gan_opt')):
             setattr(self, attr, build_loss(train_opt[key]).to(self.device) if train_opt.get(key) else None)
 
+    def build_discriminator(self):
+        """The discriminator module of ``network_d`` (a stage with several overrides this)."""
+        return build_network(self.opt['network_d'])
+
     def setup_discriminator(self):
-        """Build ``net_d`` from ``network_d`` (weights from ``path.pretrain_network_d`` with ``param_key_d``)."""
-        self.net_d = self.model_to_device(build_network(self.opt['network_d']))
+        """Build ``net_d`` (:meth:`build_discriminator`; weights from ``path.pretrain_network_d`` with
+        ``param_key_d``)."""
+        self.net_d = self.model_to_device(self.build_discriminator())
         self.print_network(self.net_d)
         load_path = self.opt['path'].get('pretrain_network_d')
         if load_path is not None:

@@ -45,14 +45,8 @@ class DAEFRAssociationModel(VQPriorModel):
         self.association_weight = train_opt.get('association_weight', 1.0)
         self.restart_every = 0
 
-    def setup_discriminator(self):
-        self.net_d = self.model_to_device(BranchDiscriminators(self.opt['network_d']))
-        self.print_network(self.net_d)
-        load_path = self.opt['path'].get('pretrain_network_d')
-        if load_path is not None:
-            self.load_network(self.net_d, load_path, self.opt['path'].get('strict_load_d', True),
-                              self.opt['path'].get('param_key_d', 'params'))
-        self.net_d.train()
+    def build_discriminator(self):
+        return BranchDiscriminators(self.opt['network_d'])
 
     def feed_data(self, data):
         self.gt = data['gt'].to(self.device)

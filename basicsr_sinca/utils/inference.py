@@ -7,7 +7,8 @@ import numpy as np
 import torch
 
 __all__ = [
-    'list_inputs', 'read_image', 'read_image_layers', 'is_gray', 'build_net_from_options', 'img2input', 'output2img'
+    'list_inputs', 'read_image', 'read_image_layers', 'is_gray', 'build_net_from_options', 'img2input', 'output2img',
+    'report_written'
 ]
 
 
@@ -99,3 +100,12 @@ def build_net_from_options(opt_path):
         raise OptionError(f'{opt_path}: no network_g section')
     net_opt = {k: v for k, v in opt['network_g'].items() if not k.endswith(('_path', '_paths'))}
     return build_network(net_opt)
+
+
+def report_written(written, skipped, inputs, output, what='image(s) restored into'):
+    """Print how many outputs were written and every skipped input (one line each); returns the exit code: 1 when
+    inputs existed but none was written."""
+    print(f'{written} {what} {output}; {len(skipped)} skipped')
+    for msg in skipped:
+        print(f'  skipped: {msg}')
+    return 0 if written or not inputs else 1
