@@ -21,18 +21,21 @@ __all__ = ['CodeFormerSALayer', 'CodeFormerIndexTransformer', 'OFFICIAL_INDEX_KE
 OFFICIAL_INDEX_KEYS = ('position_emb', 'feat_emb.', 'ft_layers.', 'idx_pred_layer.')
 
 
-def map_official_index_keys(state_dict, prefix, target):
-    """Move the official top-level index-transformer keys of ``state_dict`` under ``prefix + target + '.'``."""
+def map_official_index_keys(state_dict, prefix, target, keys=OFFICIAL_INDEX_KEYS):
+    """Move the official top-level index-head keys of ``state_dict`` (names starting with one of ``keys``) under
+    ``prefix + target + '.'``."""
     for key in list(state_dict):
-        if key.startswith(prefix) and key[len(prefix):].startswith(OFFICIAL_INDEX_KEYS):
+        if key.startswith(prefix) and key[len(prefix):].startswith(keys):
             state_dict[f'{prefix}{target}.{key[len(prefix):]}'] = state_dict.pop(key)
 
 
 def official_index_key_names(module, state_dict, prefix, local_metadata):
     """State-dict post-hook of the official networks: the ``bottleneck.`` keys back at the top level."""
     inner = f'{prefix}bottleneck.'
-    for key in [k for k in state_dict if k.startswith(inner)]:
-        state_dict[prefix + key[len(inner):]] = state_dict.pop(key)
+    items = list(state_dict.items())
+    state_dict.clear()  # re-inserted in order, so the official names keep the official positions
+    for key, value in items:
+        state_dict[prefix + key[len(inner):] if key.startswith(inner) else key] = value
 
 
 class CodeFormerSALayer(nn.Module):

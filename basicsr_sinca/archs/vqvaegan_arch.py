@@ -57,10 +57,15 @@ def strip_lightning_prefix(module, state_dict, prefix, *args):
 
 
 class TamingResnetBlock(nn.Module):
-    """``x' + conv2(drop(silu(norm2(conv1(silu(norm1(x)))))))``; ``x'`` through a 1x1 ``nin_shortcut`` when the
-    channels change (taming layout, no time embedding)."""
+    """``x' + conv2(drop(silu(norm2(conv1(silu(norm1(x)))))))``; ``x'`` through a 1x1 conv when the channels change
+    (taming layout, no time embedding).
 
-    def __init__(self, in_channels, out_channels=None, dropout=0.0):
+    Args:
+        shortcut (str): Attribute (state-dict) name of the 1x1 conv: ``nin_shortcut`` (taming, DAEFR, RestoreFormer),
+            ``residual_func`` (VQFR v2) or ``shortcut_conv`` (VQFR v1). Default: ``'nin_shortcut'``.
+    """
+
+    def __init__(self, in_channels, out_channels=None, dropout=0.0, shortcut='nin_shortcut'):
         super().__init__()
         out_channels = in_channels if out_channels is None else out_channels
         self.norm1 = group_norm(in_channels)
@@ -68,13 +73,14 @@ class TamingResnetBlock(nn.Module):
         self.norm2 = group_norm(out_channels)
         self.dropout = nn.Dropout(dropout)
         self.conv2 = nn.Conv2d(out_channels, out_channels, 3, 1, 1)
-        if in_channels != out_channels:
-            self.nin_shortcut = nn.Conv2d(in_channels, out_channels, 1, 1, 0)
+        self.shortcut = shortcut if in_channels != out_channels else None
+        if self.shortcut:
+            setattr(self, shortcut, nn.Conv2d(in_channels, out_channels, 1, 1, 0))
 
     def forward(self, x):
         h = self.conv1(F.silu(self.norm1(x)))
         h = self.conv2(self.dropout(F.silu(self.norm2(h))))
-        return (self.nin_shortcut(x) if hasattr(self, 'nin_shortcut') else x) + h
+        return (getattr(self, self.shortcut)(x) if self.shortcut else x) + h
 
 
 class MultiHeadAttnBlock(nn.Module):

@@ -10,7 +10,7 @@ from basicsr_sinca.utils.registry import BOTTLENECK_REGISTRY
 
 SMALL = {'sinca': {'num_layers': 1, 'num_heads': 2}, 'sa': {'num_layers': 1, 'num_heads': 2},
          'ca': {'num_layers': 1, 'num_heads': 2}, 'sinca_index': {'num_layers': 1, 'num_heads': 2},
-         'nearest': {}, 'index': {'dim_embd': 16, 'n_head': 2, 'n_layers': 1}}
+         'nearest': {}, 'index': {'dim_embd': 16, 'n_head': 2, 'n_layers': 1}, 'feat2index': {}}
 
 
 def test_every_registered_type_is_covered():

@@ -10,7 +10,7 @@ EXPECTED = {
     'arch': {'SinCATransformer', 'SinCAIndexTransformer', 'VQAutoEncoder', 'VQGANDiscriminator', 'SinCACodeFormer',
              'CodeFormer', 'SinCAFeMaSRNet', 'FeMaSRNet', 'VQVAEGAN', 'SinCADAEFR', 'DAEFR', 'DAEFRAssociation',
              'SinCAAdaCodeSRNet', 'AdaCodeSRNet', 'AdaCodeSRNet_Contrast', 'SinCARestoreFormer',
-             'VQVAEGANMultiHeadTransformer'},
+             'VQVAEGANMultiHeadTransformer', 'VQGANv2', 'SinCAVQFRv2', 'VQFRv2'},
     'model': {'CodeFormerPriorModel', 'CodeFormerStage2Model', 'CodeFormerStage3Model', 'FeMaSRLQModel',
               'VQRestorationModel', 'VQPriorModel', 'DAEFRAssociationModel', 'AdaCodeLQModel'},
     'loss': {'FeatureMatchingLoss', 'CodeCrossEntropyLoss', 'LPIPSLoss', 'FeMaSRCodebookLoss', 'AdaCodeContrastLoss',
@@ -50,7 +50,7 @@ def test_registration_adds_only_our_names():
     assert report['arch']['basicsr_count'] >= 23 and report['model']['basicsr_count'] >= 13
 
 
-EXPECTED_BOTTLENECKS = {'nearest', 'sinca', 'sa', 'ca', 'sinca_index', 'index'}
+EXPECTED_BOTTLENECKS = {'nearest', 'sinca', 'sa', 'ca', 'sinca_index', 'index', 'feat2index'}
 
 
 def test_bottleneck_registry():

@@ -1,0 +1,112 @@
+"""Golden cases vqfr_v2 and vqfr_vqgan_v2 (float64): the official VQFR v2 network and its VQGAN v2 prior, loaded
+strictly from BasicSR-format files; the contract twin SinCAVQFRv2 and the feat2index bottleneck."""
+import pytest
+import torch
+from golden import assert_close, load_case
+
+from basicsr_sinca.archs.vqfr_arch import SinCAVQFRv2, VQFRv2, VQGANv2
+
+TINY = dict(base_channels=32, channel_multipliers=[1, 2], num_enc_blocks=1, num_dec_blocks=1, code_dim=32,
+            inpfeat_dim=32, quantizer_opt={'type': 'L2VectorQuantizer', 'num_code': 16, 'code_dim': 32,
+                                           'spatial_size': [8, 8]})
+
+
+def _load_from_basicsr_file(name, arch, tmp_path):
+    """The golden weights written as a release file (``{'params': state_dict}``) and read back through the package
+    loader into ``arch``, strictly."""
+    from basicsr_sinca.utils.checkpoint import load_state_dict_report, read_state_dict
+    case, golden_init = load_case(name)
+    path = tmp_path / f'{name}.pth'
+    torch.save({'params': golden_init.build_state_dict(case)}, path)
+    net = arch(**case['constructor']).double().eval()
+    loaded, _ = read_state_dict(str(path))
+    assert load_state_dict_report(net, loaded, strict=True, source=str(path)) == ''
+    assert list(net.state_dict()) == [n for n, _ in case['parameters']]  # official names, official order
+    return case, golden_init, net
+
+
+def _run_with_hooks(net, outputs, fn, extra=()):
+    """Run ``fn()`` capturing the forward output of every ``mod:<path>`` named in ``outputs`` and of ``extra``."""
+    seen = {}
+    wanted = {k[4:].split('@')[0].split('[')[0] for k in outputs if k.startswith('mod:')} | set(extra)
+    hooks = [net.get_submodule(p).register_forward_hook(lambda m, i, o, p=p: seen.__setitem__(p, o)) for p in wanted]
+    try:
+        with torch.no_grad():
+            result = fn()
+    finally:
+        for h in hooks:
+            h.remove()
+    return result, seen
+
+
+def _compare(name, case, semantic, seen):
+    tol = case['tolerance']['float64_run']
+    for key, ref in case['calls'][0]['outputs'].items():
+        base, _, step = key.partition('@s')
+        if base.startswith('mod:'):
+            path, _, item = base[4:].partition('[')
+            value = seen[path] if not item else seen[path][int(item.rstrip(']'))]
+        else:
+            value = semantic[base]
+        if step:
+            value = value[..., ::int(step), ::int(step)]
+        assert_close(f'{name}.{key}', value, ref, tol)
+
+
+def test_golden_vqfr_v2(tmp_path):
+    case, golden_init, net = _load_from_basicsr_file('vqfr_v2', VQFRv2, tmp_path)
+    captured = {}
+    net.decoder.register_forward_pre_hook(lambda m, args: captured.__setitem__('quant_feat', args[0]))
+    x = golden_init.make_input(**case['inputs']['x_lq'])
+    res, seen = _run_with_hooks(net, case['calls'][0]['outputs'], lambda: net(x, **case['calls'][0]['kwargs']))
+    assert set(res) == {'enc_feat', 'quant_logit', 'texture_dec', 'main_dec'}
+    _compare('vqfr_v2', case, dict(res, quant_index=res['quant_logit'].argmax(-1), **captured), seen)
+    # the official default trains everything; the texture decoder gets no gradient through the forward
+    assert all(p.requires_grad for p in net.parameters())
+
+
+def test_golden_vqgan_v2(tmp_path):
+    case, golden_init, net = _load_from_basicsr_file('vqfr_vqgan_v2', VQGANv2, tmp_path)
+    x = golden_init.make_input(**case['inputs']['x'])
+    (res, emb_loss), seen = _run_with_hooks(net, case['calls'][0]['outputs'], lambda: net(x, return_keys=('dec', )),
+                                            extra=['encoder'])
+    _compare('vqfr_vqgan_v2', case, dict(res, emb_loss=emb_loss, enc_feat=seen['encoder']), seen)
+
+
+def test_vqgan_v2_prior_targets():
+    """The prior's targets are the codes its own forward picks for the HQ image."""
+    net = VQGANv2(**{k: v for k, v in TINY.items() if k != 'inpfeat_dim'}).eval()
+    x = torch.rand(2, 3, 16, 16) * 2 - 1
+    with torch.no_grad():
+        (target, ) = net.prior_targets(x)
+        res, _ = net(x)
+    assert torch.equal(target.indices.reshape(2, -1), res['quant_index'])
+    assert torch.allclose(target.feat, res['quant_feat'], atol=1e-6)
+
+
+def test_contract_twin_and_prior():
+    torch.manual_seed(0)
+    official = VQFRv2(**TINY).eval()
+    twin = SinCAVQFRv2('feat2index', **TINY).eval()
+    twin.load_state_dict(official.state_dict(), strict=True)
+    x = torch.rand(2, 3, 16, 16) * 2 - 1
+    with torch.no_grad():
+        ref = official(x, fidelity_ratio=0.3)
+        out = twin(x, fidelity_ratio=0.3)
+        plain = twin(x, fidelity_ratio=0.0)
+    assert torch.allclose(out.image, ref['main_dec']) and torch.equal(out.context['texture_dec'], ref['texture_dec'])
+    assert torch.allclose(plain.image, plain.context['texture_dec'], atol=1e-6)  # ratio 0: the texture branch alone
+    assert out.bottlenecks[0].logits.shape == (2, 64, 16) and twin.img_size == 16
+    assert twin.prior_config() == dict(type='VQGANv2', **twin.vqgan_config)
+    prior = VQGANv2(**{k: v for k, v in twin.prior_config().items() if k != 'type'})
+    assert prior.load_state_dict(twin.state_dict(), strict=False).unexpected_keys  # the prior is a key subset
+    frozen = {n.split('.')[0] for n, p in twin.named_parameters() if not p.requires_grad}
+    assert frozen == {'quantizer', 'decoder'}
+    # the texture decoder sits under no_grad: the encoder learns only through the bottleneck's own losses
+    sinca = SinCAVQFRv2({'type': 'sinca', 'num_layers': 1, 'num_heads': 4}, **TINY)
+    sinca(x).image.mean().backward()
+    assert sinca.encoder.conv_in.weight.grad is None and sinca.inpfeat_extraction.weight.grad is not None
+    with pytest.raises(ValueError, match='quantizer_opt: unknown keys'):
+        VQFRv2(**dict(TINY, quantizer_opt={'num_codes': 16}))
+    with pytest.raises(ValueError, match='code_selection_mode'):
+        VQFRv2(code_selection_mode='predict')
