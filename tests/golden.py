@@ -37,3 +37,49 @@ def assert_close(name, ours, stored, tol):
     worst = (err - bound).max().item()
     assert worst <= 0, f'{name}: max abs error {err.max().item():.3g} exceeds atol {tol["atol"]} + rtol {tol["rtol"]}'
     return err.max().item()
+
+
+def load_basicsr_release(name, arch, tmp_path):
+    """The golden weights of case ``name`` written as a BasicSR-format release file (``{'params': state_dict}``) and
+    read back through the package loader into ``arch(**constructor)`` (float64, eval), strictly, checking the
+    official key order. Returns ``(case, golden_init, net)``."""
+    from basicsr_sinca.utils.checkpoint import load_state_dict_report, read_state_dict
+    case, golden_init = load_case(name)
+    path = tmp_path / f'{name}.pth'
+    torch.save({'params': golden_init.build_state_dict(case)}, path)
+    net = arch(**case['constructor']).double().eval()
+    loaded, _ = read_state_dict(str(path))
+    assert load_state_dict_report(net, loaded, strict=True, source=str(path)) == ''
+    assert list(net.state_dict()) == [n for n, _ in case['parameters']], 'official key order'
+    return case, golden_init, net
+
+
+def run_with_hooks(net, outputs, fn, extra=()):
+    """Run ``fn()`` without gradients, capturing the forward output of every submodule named ``mod:<path>[[i]][@s<k>]``
+    in ``outputs`` and of the paths in ``extra``. Returns ``(fn's result, {path: output})``."""
+    seen = {}
+    wanted = {k[4:].split('@')[0].split('[')[0] for k in outputs if k.startswith('mod:')} | set(extra)
+    hooks = [net.get_submodule(p).register_forward_hook(lambda m, i, o, p=p: seen.__setitem__(p, o)) for p in wanted]
+    try:
+        with torch.no_grad():
+            result = fn()
+    finally:
+        for h in hooks:
+            h.remove()
+    return result, seen
+
+
+def compare_call(name, case, semantic, seen):
+    """Compare every stored output of the case's single call: plain names from ``semantic``, ``mod:`` names from the
+    hooked outputs ``seen`` (``[i]``: tuple element, ``@s<k>``: stored subsampled)."""
+    tol = case['tolerance']['float64_run']
+    for key, ref in case['calls'][0]['outputs'].items():
+        base, _, step = key.partition('@s')
+        if base.startswith('mod:'):
+            path, _, item = base[4:].partition('[')
+            value = seen[path] if not item else seen[path][int(item.rstrip(']'))]
+        else:
+            value = semantic[base]
+        if step:
+            value = value[..., ::int(step), ::int(step)]
+        assert_close(f'{name}.{key}', value, ref, tol)

@@ -29,8 +29,8 @@ from basicsr_sinca.archs.restorer_arch import HQPrior, VQRestorer
 from basicsr_sinca.archs.vqvaegan_arch import TamingResnetBlock, check_image_input
 from basicsr_sinca.utils.registry import BOTTLENECK_REGISTRY
 
-__all__ = ['VQFREncoder', 'VQFRTextureDecoder', 'TextureWarpingModule', 'VQFRMainBranch', 'Feat2IndexBottleneck',
-           'VQGANv2', 'SinCAVQFRv2', 'VQFRv2']
+__all__ = ['VQFREncoder', 'VQFRTextureDecoder', 'BilinearResizeConv', 'TextureWarpingModule', 'VQFRMainBranch',
+           'Feat2IndexBottleneck', 'L2Codebook', 'VQGANv2', 'SinCAVQFRv2', 'VQFRv2']
 
 
 def level_channels(base_channels, channel_multipliers):
@@ -113,15 +113,37 @@ class VQFRTextureDecoder(nn.Module):
         return feats
 
 
+class BilinearResizeConv(nn.Module):
+    """VQFR v1's resampling: a bilinear resize by ``scale_factor`` (align_corners False) and a 3x3 ``conv``, the conv
+    first when ``conv_first`` (v1's upsampling) or last (its downsampling)."""
+
+    def __init__(self, in_channels, out_channels, scale_factor, conv_first=False):
+        super().__init__()
+        self.scale_factor, self.conv_first = scale_factor, conv_first
+        self.conv = nn.Conv2d(in_channels, out_channels, 3, 1, 1)
+
+    def forward(self, x):
+        if self.conv_first:
+            x = self.conv(x)
+        x = F.interpolate(x, scale_factor=self.scale_factor, mode='bilinear', align_corners=False)
+        return x if self.conv_first else self.conv(x)
+
+
 class TextureWarpingModule(nn.Module):
     """Warps a texture feature toward the LQ condition with a modulated deformable 3x3 conv (``dcn``, 4 offset groups).
 
-    offset feature ``o = offset_conv1([cond; texture])`` then ``offset_conv2(o)`` (at the coarsest level) or
+    The condition is the 32-channel LQ feature brought to the texture's size: by a learned ``downsample`` (bilinear
+    1/k + 3x3 conv; VQFR v1, ``cond_downscale_rate`` k > 1) or a plain bilinear resize (v2). Offset feature
+    ``o = offset_conv1([cond; texture])`` then ``offset_conv2(o)`` (coarsest level) or
     ``offset_conv2([o; 2 * up2(o_prev)])``; returns ``(warped texture, o)``.
     """
 
-    def __init__(self, channels, cond_channels, prev_offset_channels=0, deformable_groups=4):
+    def __init__(self, channels, cond_channels, prev_offset_channels=0, deformable_groups=4,
+                 cond_downscale_rate=None):
         super().__init__()
+        if cond_downscale_rate is not None:  # v1 (key-less identity at Level_1)
+            self.downsample = BilinearResizeConv(cond_channels, cond_channels, 1 / cond_downscale_rate) \
+                if cond_downscale_rate > 1 else nn.Identity()
         self.offset_conv1 = nn.Sequential(
             nn.Conv2d(channels + cond_channels, channels, 1), group_norm(channels), nn.SiLU(),
             nn.Conv2d(channels, channels, 7, 1, 3, groups=channels), group_norm(channels), nn.SiLU(),
@@ -130,7 +152,13 @@ class TextureWarpingModule(nn.Module):
                                           group_norm(channels), nn.SiLU())
         self.dcn = DCNv2Pack(channels, channels, 3, padding=1, deformable_groups=deformable_groups)
 
-    def forward(self, cond, texture, previous_offset=None):
+    def forward(self, inpfeat, texture, previous_offset=None):
+        if hasattr(self, 'downsample'):
+            cond = self.downsample(inpfeat)
+        elif inpfeat.shape[-2:] != texture.shape[-2:]:
+            cond = F.interpolate(inpfeat, size=texture.shape[-2:], mode='bilinear', align_corners=False)
+        else:
+            cond = inpfeat
         offset = self.offset_conv1(torch.cat([cond, texture], dim=1))
         if previous_offset is not None:
             up = F.interpolate(previous_offset, scale_factor=2, mode='bilinear', align_corners=False)
@@ -140,37 +168,48 @@ class TextureWarpingModule(nn.Module):
 
 
 class VQFRMainBranch(nn.Module):
-    """VQFR v2's parallel decoder: per level the texture feature warped toward the LQ feature, fused coarse to fine
-    (``pre_upsample_dict`` = nearest x2 + 3x3 conv, ``decoder_dict`` = ResnetBlock(2c -> c))."""
+    """VQFR's parallel decoder: per level the texture feature warped toward the LQ feature (``align_func_dict``),
+    fused coarse to fine: ``x = decoder_dict(cat[pre_upsample_dict(x), warped])``.
 
-    def __init__(self, base_channels=64, channel_multipliers=(1, 2, 2, 4, 4, 8), cond_channels=32,
-                 deformable_groups=4):
+    Args:
+        channels (list[int]): Level channels, coarse to fine (Level_32 first).
+        cond_channels (int): Channels of the LQ feature. Default: 32.
+        deformable_groups (int): Offset groups of the deformable convs. Default: 4.
+        version (int): 2: v2's main branch (nearest x2 + conv upsampling, ``residual_func`` shortcuts, resized
+            condition), :meth:`forward` returns ``texture_Level_1 + fidelity_ratio * x``. 1: v1's main decoder
+            (conv + bilinear x2, ``shortcut_conv``, learned condition downsampling); see ``VQFRv1MainDecoder``.
+    """
+
+    def __init__(self, channels, cond_channels=32, deformable_groups=4, version=2):
         super().__init__()
-        chans = level_channels(base_channels, channel_multipliers)[::-1]
-        self.levels = [f'Level_{2**(len(chans) - 1 - j)}' for j in range(len(chans))]
+        self.levels = [f'Level_{2**(len(channels) - 1 - j)}' for j in range(len(channels))]
+        shortcut = {1: 'shortcut_conv', 2: 'residual_func'}[version]
         self.decoder_dict = nn.ModuleDict()
         self.pre_upsample_dict = nn.ModuleDict()
         self.align_func_dict = nn.ModuleDict()
-        for j, (level, c) in enumerate(zip(self.levels, chans)):
+        for j, (level, c) in enumerate(zip(self.levels, channels)):
             if j:
-                self.decoder_dict[level] = resnet_block(2 * c, c)
-                self.pre_upsample_dict[level] = nn.Sequential(nn.Upsample(scale_factor=2, mode='nearest'),
-                                                              nn.Conv2d(chans[j - 1], c, 3, 1, 1))
-        for j, (level, c) in enumerate(zip(self.levels, chans)):
-            self.align_func_dict[level] = TextureWarpingModule(c, cond_channels, chans[j - 1] if j else 0,
-                                                               deformable_groups)
+                self.decoder_dict[level] = TamingResnetBlock(2 * c, c, shortcut=shortcut)
+                self.pre_upsample_dict[level] = BilinearResizeConv(channels[j - 1], c, 2, conv_first=True) \
+                    if version == 1 else nn.Sequential(nn.Upsample(scale_factor=2, mode='nearest'),
+                                                       nn.Conv2d(channels[j - 1], c, 3, 1, 1))
+        for j, (level, c) in enumerate(zip(self.levels, channels)):
+            rate = 2**(len(channels) - 1 - j) if version == 1 else None
+            self.align_func_dict[level] = TextureWarpingModule(c, cond_channels, channels[j - 1] if j else 0,
+                                                               deformable_groups, rate)
 
-    def forward(self, inpfeat, textures, fidelity_ratio=1.0):
-        """LQ feature (B, cond, H, W) and the texture features -> the main feature (B, c_1, H, W)."""
+    def fuse(self, inpfeat, textures):
+        """LQ feature (B, cond, H, W) and the texture features ``{level: (B, c, H/k, W/k)}`` -> (B, c_1, H, W)."""
         x, offset = None, None
         for level in self.levels:
-            texture = textures[level]
-            cond = F.interpolate(inpfeat, size=texture.shape[-2:], mode='bilinear', align_corners=False) \
-                if texture.shape[-2:] != inpfeat.shape[-2:] else inpfeat
-            warped, offset = self.align_func_dict[level](cond, texture, offset)
+            warped, offset = self.align_func_dict[level](inpfeat, textures[level], offset)
             x = warped if x is None else self.decoder_dict[level](
                 torch.cat([self.pre_upsample_dict[level](x), warped], dim=1))
-        return textures[self.levels[-1]] + fidelity_ratio * x
+        return x
+
+    def forward(self, inpfeat, textures, fidelity_ratio=1.0):
+        """v2: the main feature ``texture_Level_1 + fidelity_ratio * fuse(...)`` (B, c_1, H, W)."""
+        return textures[self.levels[-1]] + fidelity_ratio * self.fuse(inpfeat, textures)
 
 
 class Feat2IndexBottleneck(Bottleneck):
@@ -320,8 +359,8 @@ class SinCAVQFRv2(VQRestorer):
         self.bottleneck = build_bottlenecks(bottleneck, [(num_code, quant_dim)], [tuple(spatial_size)])[0]
         self.decoder = VQFRTextureDecoder(base_channels, channel_multipliers, num_dec_blocks, use_dec_attention,
                                           code_dim)
-        self.main_branch = VQFRMainBranch(base_channels, channel_multipliers, align['cond_channels'],
-                                          align['deformable_groups'])
+        self.main_branch = VQFRMainBranch(level_channels(base_channels, channel_multipliers)[::-1],
+                                          align['cond_channels'], align['deformable_groups'])
         self.inpfeat_extraction = nn.Conv2d(3, inpfeat_dim, 3, 1, 1)
         self.quantizer = L2Codebook(num_code, quant_dim)
         self.register_load_state_dict_pre_hook(self._map_official_head_keys)

@@ -2,7 +2,7 @@
 strictly from BasicSR-format files; the contract twin SinCAVQFRv2 and the feat2index bottleneck."""
 import pytest
 import torch
-from golden import assert_close, load_case
+from golden import compare_call, load_basicsr_release, run_with_hooks
 
 from basicsr_sinca.archs.vqfr_arch import SinCAVQFRv2, VQFRv2, VQGANv2
 
@@ -11,66 +11,24 @@ TINY = dict(base_channels=32, channel_multipliers=[1, 2], num_enc_blocks=1, num_
                                            'spatial_size': [8, 8]})
 
 
-def _load_from_basicsr_file(name, arch, tmp_path):
-    """The golden weights written as a release file (``{'params': state_dict}``) and read back through the package
-    loader into ``arch``, strictly."""
-    from basicsr_sinca.utils.checkpoint import load_state_dict_report, read_state_dict
-    case, golden_init = load_case(name)
-    path = tmp_path / f'{name}.pth'
-    torch.save({'params': golden_init.build_state_dict(case)}, path)
-    net = arch(**case['constructor']).double().eval()
-    loaded, _ = read_state_dict(str(path))
-    assert load_state_dict_report(net, loaded, strict=True, source=str(path)) == ''
-    assert list(net.state_dict()) == [n for n, _ in case['parameters']]  # official names, official order
-    return case, golden_init, net
-
-
-def _run_with_hooks(net, outputs, fn, extra=()):
-    """Run ``fn()`` capturing the forward output of every ``mod:<path>`` named in ``outputs`` and of ``extra``."""
-    seen = {}
-    wanted = {k[4:].split('@')[0].split('[')[0] for k in outputs if k.startswith('mod:')} | set(extra)
-    hooks = [net.get_submodule(p).register_forward_hook(lambda m, i, o, p=p: seen.__setitem__(p, o)) for p in wanted]
-    try:
-        with torch.no_grad():
-            result = fn()
-    finally:
-        for h in hooks:
-            h.remove()
-    return result, seen
-
-
-def _compare(name, case, semantic, seen):
-    tol = case['tolerance']['float64_run']
-    for key, ref in case['calls'][0]['outputs'].items():
-        base, _, step = key.partition('@s')
-        if base.startswith('mod:'):
-            path, _, item = base[4:].partition('[')
-            value = seen[path] if not item else seen[path][int(item.rstrip(']'))]
-        else:
-            value = semantic[base]
-        if step:
-            value = value[..., ::int(step), ::int(step)]
-        assert_close(f'{name}.{key}', value, ref, tol)
-
-
 def test_golden_vqfr_v2(tmp_path):
-    case, golden_init, net = _load_from_basicsr_file('vqfr_v2', VQFRv2, tmp_path)
+    case, golden_init, net = load_basicsr_release('vqfr_v2', VQFRv2, tmp_path)
     captured = {}
     net.decoder.register_forward_pre_hook(lambda m, args: captured.__setitem__('quant_feat', args[0]))
     x = golden_init.make_input(**case['inputs']['x_lq'])
-    res, seen = _run_with_hooks(net, case['calls'][0]['outputs'], lambda: net(x, **case['calls'][0]['kwargs']))
+    res, seen = run_with_hooks(net, case['calls'][0]['outputs'], lambda: net(x, **case['calls'][0]['kwargs']))
     assert set(res) == {'enc_feat', 'quant_logit', 'texture_dec', 'main_dec'}
-    _compare('vqfr_v2', case, dict(res, quant_index=res['quant_logit'].argmax(-1), **captured), seen)
-    # the official default trains everything; the texture decoder gets no gradient through the forward
+    compare_call('vqfr_v2', case, dict(res, quant_index=res['quant_logit'].argmax(-1), **captured), seen)
+    # the official network freezes nothing itself (VQFR's training model picks what to optimise)
     assert all(p.requires_grad for p in net.parameters())
 
 
 def test_golden_vqgan_v2(tmp_path):
-    case, golden_init, net = _load_from_basicsr_file('vqfr_vqgan_v2', VQGANv2, tmp_path)
+    case, golden_init, net = load_basicsr_release('vqfr_vqgan_v2', VQGANv2, tmp_path)
     x = golden_init.make_input(**case['inputs']['x'])
-    (res, emb_loss), seen = _run_with_hooks(net, case['calls'][0]['outputs'], lambda: net(x, return_keys=('dec', )),
+    (res, emb_loss), seen = run_with_hooks(net, case['calls'][0]['outputs'], lambda: net(x, return_keys=('dec', )),
                                             extra=['encoder'])
-    _compare('vqfr_vqgan_v2', case, dict(res, emb_loss=emb_loss, enc_feat=seen['encoder']), seen)
+    compare_call('vqfr_vqgan_v2', case, dict(res, emb_loss=emb_loss, enc_feat=seen['encoder']), seen)
 
 
 def test_vqgan_v2_prior_targets():

@@ -10,7 +10,7 @@ EXPECTED = {
     'arch': {'SinCATransformer', 'SinCAIndexTransformer', 'VQAutoEncoder', 'VQGANDiscriminator', 'SinCACodeFormer',
              'CodeFormer', 'SinCAFeMaSRNet', 'FeMaSRNet', 'VQVAEGAN', 'SinCADAEFR', 'DAEFR', 'DAEFRAssociation',
              'SinCAAdaCodeSRNet', 'AdaCodeSRNet', 'AdaCodeSRNet_Contrast', 'SinCARestoreFormer',
-             'VQVAEGANMultiHeadTransformer', 'VQGANv2', 'SinCAVQFRv2', 'VQFRv2'},
+             'VQVAEGANMultiHeadTransformer', 'VQGANv2', 'SinCAVQFRv2', 'VQFRv2', 'VQGANv1', 'SinCAVQFRv1', 'VQFRv1'},
     'model': {'CodeFormerPriorModel', 'CodeFormerStage2Model', 'CodeFormerStage3Model', 'FeMaSRLQModel',
               'VQRestorationModel', 'VQPriorModel', 'DAEFRAssociationModel', 'AdaCodeLQModel'},
     'loss': {'FeatureMatchingLoss', 'CodeCrossEntropyLoss', 'LPIPSLoss', 'FeMaSRCodebookLoss', 'AdaCodeContrastLoss',
