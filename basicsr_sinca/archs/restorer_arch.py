@@ -197,6 +197,13 @@ class VQRestorer(nn.Module, metaclass=ABCMeta):
         """The weight of the decoder's last layer (VQGAN's adaptive GAN weight, ``train.adaptive_gan_weight``)."""
         raise NotImplementedError(f'{type(self).__name__} does not name its decoder\'s last layer')
 
+    def output_last_layer(self, output='image'):
+        """The weight of the last layer that makes ``output`` (``image`` or a key of the decoding context), for the
+        adaptive GAN weight of a discriminator judging it; :attr:`decoder_last_layer` for the image."""
+        if output == 'image':
+            return self.decoder_last_layer
+        raise NotImplementedError(f'{type(self).__name__} does not name the last layer of its {output!r} output')
+
     def visual_maps(self, lq):
         """Maps worth showing beside the restored image, ``{name: (B, K, H', W')}`` at the output's size (AdaCode: its
         per-codebook weights); none by default."""

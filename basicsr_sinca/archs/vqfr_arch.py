@@ -30,7 +30,7 @@ from basicsr_sinca.archs.vqvaegan_arch import TamingResnetBlock, check_image_inp
 from basicsr_sinca.utils.registry import BOTTLENECK_REGISTRY
 
 __all__ = ['VQFREncoder', 'VQFRTextureDecoder', 'BilinearResizeConv', 'TextureWarpingModule', 'VQFRMainBranch',
-           'Feat2IndexBottleneck', 'L2Codebook', 'VQGANv2', 'SinCAVQFRv2', 'VQFRv2']
+           'Feat2IndexBottleneck', 'L2Codebook', 'VQGANv2', 'SinCAVQFRv2', 'VQFRv2', 'probed_conv']
 
 
 def level_channels(base_channels, channel_multipliers):
@@ -212,6 +212,20 @@ class VQFRMainBranch(nn.Module):
         return textures[self.levels[-1]] + fidelity_ratio * self.fuse(inpfeat, textures)
 
 
+def probed_conv(probes, key, conv, x):
+    """``conv(x)``, keeping in ``probes[key]`` the weight tensor autograd saw.
+
+    VQFR judges images whose last conv is frozen (the shared ``decoder.conv_out``) with VQGAN's adaptive GAN weight,
+    which needs d loss / d weight: for a frozen conv under autograd the weight is replaced by a stand-in leaf of the
+    same values that carries that gradient and is never optimised.
+    """
+    weight = conv.weight
+    if torch.is_grad_enabled() and not weight.requires_grad:
+        weight = weight.detach().requires_grad_()
+    probes[key] = weight
+    return F.conv2d(x, weight, conv.bias, conv.stride, conv.padding)
+
+
 class Feat2IndexBottleneck(Bottleneck):
     """Bottleneck ``feat2index``: VQFR v2's code prediction, LayerNorm + Linear(C -> M) on each token, top-1 rows.
 
@@ -363,6 +377,7 @@ class SinCAVQFRv2(VQRestorer):
                                           align['cond_channels'], align['deformable_groups'])
         self.inpfeat_extraction = nn.Conv2d(3, inpfeat_dim, 3, 1, 1)
         self.quantizer = L2Codebook(num_code, quant_dim)
+        self.weight_probes = {}
         self.register_load_state_dict_pre_hook(self._map_official_head_keys)
         for name in fix_modules or ():
             for p in self.get_submodule(name).parameters():
@@ -384,7 +399,8 @@ class SinCAVQFRv2(VQRestorer):
 
     @property
     def decoder_last_layer(self):
-        return self.decoder.conv_out[-1].weight
+        """The weight of ``decoder.conv_out``'s conv as the last forward used it (see :func:`probed_conv`)."""
+        return self.weight_probes.get('image', self.decoder.conv_out[-1].weight)
 
     def prior_config(self):
         return dict(type='VQGANv2', **self.vqgan_config)
@@ -401,7 +417,7 @@ class SinCAVQFRv2(VQRestorer):
             textures = self.decoder(feats[0])
             context['texture_dec'] = self.decoder.conv_out(textures['Level_1'])
         main = self.main_branch(context['inpfeat'], textures, fidelity_ratio)
-        return self.decoder.conv_out(main)
+        return probed_conv(self.weight_probes, 'image', self.decoder.conv_out[-1], self.decoder.conv_out[:-1](main))
 
     def forward(self, x_lq, fidelity_ratio=1.0, code_only=False, return_attn_split=False):
         return self.restore(x_lq, code_only, return_attn_split, fidelity_ratio=fidelity_ratio)

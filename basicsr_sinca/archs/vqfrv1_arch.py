@@ -25,7 +25,7 @@ from torch import nn
 from basicsr_sinca.archs.bottleneck_arch import build_bottlenecks, lookup_codes, nearest_code_indices
 from basicsr_sinca.archs.codeformer_arch import group_norm
 from basicsr_sinca.archs.restorer_arch import HQPrior, VQRestorer
-from basicsr_sinca.archs.vqfr_arch import BilinearResizeConv, VQFRMainBranch, conv_out
+from basicsr_sinca.archs.vqfr_arch import BilinearResizeConv, VQFRMainBranch, conv_out, probed_conv
 from basicsr_sinca.archs.vqvaegan_arch import TamingResnetBlock, check_image_input
 
 __all__ = ['VQFRv1Encoder', 'VQFRv1Decoder', 'VQFRv1MainDecoder', 'VQFRv1Quantizer', 'VQGANv1', 'SinCAVQFRv1',
@@ -113,8 +113,10 @@ class VQFRv1MainDecoder(VQFRMainBranch):
         self.conv_out_1 = nn.Sequential(group_norm(channels[-1]), nn.SiLU())
         self.conv_out = nn.Sequential(nn.Conv2d(channels[-1] + 3, 3, 3, 1, 1))
 
-    def forward(self, inpfeat, textures, x_lq):
-        return self.conv_out(torch.cat([self.conv_out_1(self.fuse(inpfeat, textures)), x_lq], dim=1))
+    def forward(self, inpfeat, textures, x_lq, probes=None):
+        """-> (B, 3, H, W); ``probes``: see :func:`~basicsr_sinca.archs.vqfr_arch.probed_conv` (key ``image``)."""
+        x = torch.cat([self.conv_out_1(self.fuse(inpfeat, textures)), x_lq], dim=1)
+        return self.conv_out(x) if probes is None else probed_conv(probes, 'image', self.conv_out[0], x)
 
 
 class VQFRv1Quantizer(nn.Module):
@@ -275,6 +277,7 @@ class SinCAVQFRv1(VQGANv1Parts, VQRestorer):
         level = self.quantizer.level
         side = img_size // proj_patch_size
         self.bottleneck = build_bottlenecks(bottleneck, [tuple(level.embedding.weight.shape)], [(side, side)])[0]
+        self.weight_probes = {}
         self.fix_keys = list(fix_keys or ())
         for name, p in self.named_parameters():
             if any(k in name for k in self.fix_keys):
@@ -293,8 +296,21 @@ class SinCAVQFRv1(VQGANv1Parts, VQRestorer):
 
     def decode(self, feats, context):
         textures = self.texture_features(feats[0])
-        context['texture_dec'] = self.decoder.conv_out(textures['Level_1'])
-        return self.main_decoder(context['inpfeat'], textures, context['x_lq'])
+        context['texture_dec'] = probed_conv(self.weight_probes, 'texture_dec', self.decoder.conv_out[-1],
+                                             self.decoder.conv_out[:-1](textures['Level_1']))
+        return self.main_decoder(context['inpfeat'], textures, context['x_lq'], self.weight_probes)
+
+    @property
+    def decoder_last_layer(self):
+        return self.output_last_layer('image')
+
+    def output_last_layer(self, output='image'):
+        """The main decoder's last conv (``image``) or the texture decoder's (``texture_dec``), as the last forward
+        used them (see :func:`~basicsr_sinca.archs.vqfr_arch.probed_conv`)."""
+        layers = {'image': self.main_decoder.conv_out[0], 'texture_dec': self.decoder.conv_out[-1]}
+        if output not in layers:
+            raise ValueError(f'{type(self).__name__}: no last layer for output {output!r} (image, texture_dec)')
+        return self.weight_probes.get(output, layers[output].weight)
 
 
 class InputFeatureExtraction(nn.Module):

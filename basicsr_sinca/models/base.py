@@ -14,13 +14,15 @@ from contextlib import contextmanager
 import torch
 from basicsr.archs import build_network
 from basicsr.losses import build_loss
+from basicsr.losses.gan_loss import r1_penalty
 from basicsr.models.sr_model import SRModel
 from basicsr.utils import get_root_logger
+from torch import nn
 
 from basicsr_sinca.utils.checkpoint import load_state_dict_report, read_state_dict
 from basicsr_sinca.utils.options import OptionError
 
-__all__ = ['SinCABaseModel', 'RENAMED_OPTIONS', 'check_renamed_options']
+__all__ = ['SinCABaseModel', 'NamedDiscriminators', 'RENAMED_OPTIONS', 'GAN_BRANCH_DEFAULTS', 'check_renamed_options']
 
 # option keys of earlier versions -> their one name now (a stale key is an error, never silently ignored)
 RENAMED_OPTIONS = {
@@ -29,6 +31,18 @@ RENAMED_OPTIONS = {
     ('path', 'param_key_vqgan'): 'path.param_key_hq',
     ('train', 'net_d_init_iters'): 'train.net_d_start_iter',
 }
+
+
+# per-discriminator settings of ``train.gan_branches`` (see SinCABaseModel)
+GAN_BRANCH_DEFAULTS = {'output': 'image', 'start_iter': None, 'adaptive_weight': False, 'r1_weight': 0.0,
+                       'r1_every': 16}
+
+
+class NamedDiscriminators(nn.ModuleDict):
+    """Several discriminators by name (state-dict keys ``<name>.*``); ``forward(x, name)`` runs one."""
+
+    def forward(self, x, branch):
+        return self[branch](x)
 
 
 def check_renamed_options(opt):
@@ -49,7 +63,18 @@ class SinCABaseModel(SRModel):
     ``default_net_d_start_iter`` of the model, 0 here) and ``net_d_iters``
     (a discriminator step every n iterations; default 1); ``optim_g`` (over the trained parameters of net_g) and
     ``optim_d``. ``network_d`` builds the discriminator (weights from ``path.pretrain_network_d``,
-    ``param_key_d``). ``val.key_metric``: after a validation that improves it, ``net_g_best.pth`` (and
+    ``param_key_d``); ``train.param_groups`` (a list of ``{match: [name parts], <optimizer args>}``) gives the
+    parameters whose name contains one of the parts their own optimizer arguments (e.g. VQFR's main branch at
+    another learning rate and betas); the first matching group counts, the rest keep ``optim_g``'s.
+
+    Several discriminators: ``network_d: {name: arch options, ...}`` builds :class:`NamedDiscriminators`,
+    ``gan_opt`` is then one loss for all or ``{name: loss options}``, and ``train.gan_branches: {name: {...}}``
+    sets, per discriminator, ``output`` (what it judges: ``image`` or a key of the network's decoding context,
+    e.g. ``texture_dec``), ``start_iter`` (default ``net_d_start_iter``), ``adaptive_weight`` (VQGAN's adaptive
+    weight at that output's last layer), ``r1_weight`` / ``r1_every`` (StyleGAN2's lazy R1 penalty on real
+    images, ``r1_weight / 2 · R1 · r1_every`` every ``r1_every`` iterations). The discriminator optimizer's
+    gradients are zeroed before every step (VQFR's StyleGAN2 step accumulated them across iterations; not
+    reproduced). ``val.key_metric``: after a validation that improves it, ``net_g_best.pth`` (and
     ``net_d_best.pth``) are saved.
 
     EMA averages only the parameters being trained: frozen modules (codebook, decoder) stay bit-identical to the
@@ -121,18 +146,58 @@ class SinCABaseModel(SRModel):
     def setup_image_losses(self):
         """``pixel_opt``, ``perceptual_opt``, ``style_opt`` and ``gan_opt`` of ``train`` (each optional)."""
         train_opt = self.opt['train']
-        for attr, key in (('cri_pix', 'pixel_opt'), ('cri_perceptual', 'perceptual_opt'), ('cri_style', 'style_opt'),
-                          ('cri_gan', 'gan_opt')):
+        for attr, key in (('cri_pix', 'pixel_opt'), ('cri_perceptual', 'perceptual_opt'), ('cri_style', 'style_opt')):
             setattr(self, attr, build_loss(train_opt[key]).to(self.device) if train_opt.get(key) else None)
+        gan_opt = train_opt.get('gan_opt')
+        self.cri_gan, self.cri_gan_branches, self.gan_branches = None, {}, {}
+        if gan_opt and 'type' in gan_opt:
+            self.cri_gan = build_loss(gan_opt).to(self.device)
+        elif gan_opt:  # one loss per named discriminator
+            self.cri_gan_branches = {b: build_loss(o).to(self.device) for b, o in gan_opt.items()}
+
+    @property
+    def has_gan(self):
+        return self.cri_gan is not None or bool(self.cri_gan_branches)
+
+    def gan_loss(self, branch=None):
+        """The GAN loss of discriminator ``branch`` (its own ``gan_opt`` entry, else the common one)."""
+        return self.cri_gan_branches.get(branch, self.cri_gan)
 
     def build_discriminator(self):
-        """The discriminator module of ``network_d`` (a stage with several overrides this)."""
-        return build_network(self.opt['network_d'])
+        """``network_d``: one arch (``type: ...``) or :class:`NamedDiscriminators` from ``{name: arch options}``."""
+        opt = self.opt['network_d']
+        if 'type' in opt:
+            return build_network(opt)
+        return NamedDiscriminators({name: build_network(o) for name, o in opt.items()})
+
+    def setup_gan_branches(self, names):
+        """Check ``gan_opt`` / ``train.gan_branches`` against the discriminator names; fill the defaults."""
+        train_opt = self.opt['train']
+        if self.cri_gan_branches and set(self.cri_gan_branches) != set(names):
+            raise OptionError(f'train.gan_opt: losses for {sorted(self.cri_gan_branches)} but network_d names '
+                              f'{sorted(names)}')
+        branches = train_opt.get('gan_branches') or {}
+        if branches and not names:
+            raise OptionError('train.gan_branches: needs several discriminators (network_d: {name: arch options})')
+        for name, settings in branches.items():
+            if name not in names:
+                raise OptionError(f'train.gan_branches.{name}: no such discriminator in network_d ({sorted(names)})')
+            unknown = set(settings or {}) - set(GAN_BRANCH_DEFAULTS)
+            if unknown:
+                raise OptionError(f'train.gan_branches.{name}: unknown keys {sorted(unknown)}; expected '
+                                  f'{sorted(GAN_BRANCH_DEFAULTS)}')
+        self.gan_branches = {name: dict(GAN_BRANCH_DEFAULTS, **(branches.get(name) or {})) for name in names}
+        for settings in self.gan_branches.values():
+            if settings['start_iter'] is None:
+                settings['start_iter'] = self.net_d_start_iter
 
     def setup_discriminator(self):
         """Build ``net_d`` (:meth:`build_discriminator`; weights from ``path.pretrain_network_d`` with
         ``param_key_d``)."""
-        self.net_d = self.model_to_device(self.build_discriminator())
+        net_d = self.build_discriminator()
+        self.setup_gan_branches(list(net_d.keys()) if isinstance(net_d, NamedDiscriminators) and
+                                'type' not in self.opt['network_d'] else [])
+        self.net_d = self.model_to_device(net_d)
         self.print_network(self.net_d)
         load_path = self.opt['path'].get('pretrain_network_d')
         if load_path is not None:
@@ -148,7 +213,11 @@ class SinCABaseModel(SRModel):
         opt_g = dict(train_opt['optim_g'])
         params_g = [(n, p) for n, p in self.net_g.named_parameters() if p.requires_grad]
         multipliers = train_opt.get('lr_multipliers') or {}
-        if multipliers:  # parameter groups by name, e.g. RestoreFormer's decoder / attention at 10x
+        if multipliers and train_opt.get('param_groups'):
+            raise OptionError('train.lr_multipliers and train.param_groups: give one of them')
+        if train_opt.get('param_groups'):
+            params = self.parameter_groups(params_g, train_opt['param_groups'])
+        elif multipliers:  # parameter groups by name, e.g. RestoreFormer's decoder / attention at 10x
             groups = {}
             for name, p in params_g:
                 factor = next((f for key, f in multipliers.items() if key in name), 1.0)
@@ -163,11 +232,29 @@ class SinCABaseModel(SRModel):
             self.optimizer_d = self.get_optimizer(opt_d.pop('type'), self.net_d.parameters(), **opt_d)
             self.optimizers.append(self.optimizer_d)
 
+    @staticmethod
+    def parameter_groups(named_params, groups_opt):
+        """``train.param_groups`` -> optimizer parameter groups; a group that matches no trained parameter is an
+        error (a misspelt name part would otherwise silently train at the default rate)."""
+        buckets, rest = [[] for _ in groups_opt], []
+        for i, group in enumerate(groups_opt):
+            if not isinstance(group, dict) or not group.get('match'):
+                raise OptionError(f'train.param_groups[{i}]: expected {{match: [name parts], <optimizer args>}}')
+        for name, p in named_params:
+            i = next((i for i, g in enumerate(groups_opt) if any(part in name for part in g['match'])), None)
+            (rest if i is None else buckets[i]).append(p)
+        params = [{'params': rest}] if rest else []
+        for i, (group, ps) in enumerate(zip(groups_opt, buckets)):
+            if not ps:
+                raise OptionError(f"train.param_groups[{i}].match: {group['match']} matches no trained parameter")
+            params.append(dict({k: v for k, v in group.items() if k != 'match'}, params=ps))
+        return params
+
     # ------------------------------------------------------------------------------------------ one step
     def optimize_parameters(self, current_iter):
         """Generator step (:meth:`generator_loss`), EMA, then a discriminator step when the generator's GAN term
         was used (:meth:`gan_generator_term` queues it) and ``net_d_iters`` says so."""
-        self.d_steps = []
+        self.d_steps, self.current_iter = [], current_iter
         if hasattr(self, 'net_d'):
             self.set_d_trainable(False)
         self.optimizer_g.zero_grad()
@@ -204,8 +291,9 @@ class SinCABaseModel(SRModel):
             total = total + loss_dict['l_style']
         return total
 
-    def gan_active(self, current_iter):
-        return self.cri_gan is not None and hasattr(self, 'net_d') and current_iter > self.net_d_start_iter
+    def gan_active(self, current_iter, branch=None):
+        start = self.gan_branches[branch]['start_iter'] if branch in self.gan_branches else self.net_d_start_iter
+        return self.gan_loss(branch) is not None and hasattr(self, 'net_d') and current_iter > start
 
     def gan_generator_term(self, current_iter, fake, loss_dict, recon=None, last_layer=None, scale=1.0, real=None,
                            branch=None, suffix=''):
@@ -216,9 +304,9 @@ class SinCABaseModel(SRModel):
         iteration's discriminator step on (``real``, default ``self.gt``; ``fake``). ``branch`` selects one of
         several discriminators (``net_d(x, branch)``); ``suffix`` is appended to the logged names.
         """
-        if not self.gan_active(current_iter):
+        if not self.gan_active(current_iter, branch):
             return 0
-        l_g_gan = self.cri_gan(self.discriminate(fake, branch), True, is_disc=False)
+        l_g_gan = self.gan_loss(branch)(self.discriminate(fake, branch), True, is_disc=False)
         weight = scale
         if last_layer is not None:
             if torch.is_tensor(recon):
@@ -249,13 +337,20 @@ class SinCABaseModel(SRModel):
         self.optimizer_d.zero_grad()
         total = 0
         for real, fake, branch, suffix in self.d_steps:
+            cri = self.gan_loss(branch)
             real_pred, fake_pred = self.discriminate(real, branch), self.discriminate(fake.detach(), branch)
-            l_d_real = self.cri_gan(real_pred, True, is_disc=True)
-            l_d_fake = self.cri_gan(fake_pred, False, is_disc=True)
+            l_d_real = cri(real_pred, True, is_disc=True)
+            l_d_fake = cri(fake_pred, False, is_disc=True)
             total = total + l_d_real + l_d_fake
             loss_dict['l_d_real' + suffix], loss_dict['l_d_fake' + suffix] = l_d_real, l_d_fake
             loss_dict['out_d_real' + suffix] = real_pred.detach().mean()
             loss_dict['out_d_fake' + suffix] = fake_pred.detach().mean()
+            settings = self.gan_branches.get(branch) or {}
+            if settings.get('r1_weight') and self.current_iter % settings['r1_every'] == 0:
+                real_img = real.detach().requires_grad_(True)
+                l_r1 = r1_penalty(self.discriminate(real_img, branch), real_img)
+                loss_dict['l_d_r1' + suffix] = settings['r1_weight'] / 2 * l_r1 * settings['r1_every']
+                total = total + loss_dict['l_d_r1' + suffix]
         total.backward()
         self.optimizer_d.step()
 

@@ -7,25 +7,13 @@ import torch
 import torch.nn.functional as F
 from basicsr.archs import build_network
 from basicsr.utils.registry import MODEL_REGISTRY
-from torch import nn
 
+from basicsr_sinca.models.base import NamedDiscriminators
 from basicsr_sinca.models.prior_model import VQPriorModel, code_perplexity
 
-__all__ = ['DAEFRAssociationModel', 'BranchDiscriminators']
+__all__ = ['DAEFRAssociationModel']
 
 BRANCHES = ('hq', 'lq')
-
-
-class BranchDiscriminators(nn.Module):
-    """One discriminator per branch (keys ``hq.*``, ``lq.*``), each built from the same ``network_d`` options."""
-
-    def __init__(self, network_opt):
-        super().__init__()
-        self.hq = build_network(network_opt)
-        self.lq = build_network(network_opt)
-
-    def forward(self, x, branch):
-        return getattr(self, branch)(x)
 
 
 @MODEL_REGISTRY.register()
@@ -46,7 +34,8 @@ class DAEFRAssociationModel(VQPriorModel):
         self.restart_every = 0
 
     def build_discriminator(self):
-        return BranchDiscriminators(self.opt['network_d'])
+        # one discriminator per branch (keys hq.*, lq.*), both from the one network_d
+        return NamedDiscriminators({branch: build_network(self.opt['network_d']) for branch in BRANCHES})
 
     def feed_data(self, data):
         self.gt = data['gt'].to(self.device)

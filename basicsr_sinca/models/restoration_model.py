@@ -30,7 +30,12 @@ class VQRestorationModel(SinCABaseModel):
     1/1), ``train.ce_opt`` (index bottlenecks), ``train.codebook_opt`` (a baseline's own encoder-feature loss,
     replacing Eq. 6's encoder term; ``train.codebook_target: selected`` compares the latent with the codes its own
     bottleneck selected, RestoreFormer's commitment, instead of the prior's targets); ``train.adaptive_gan_weight``
-    (VQGAN's adaptive weight at the network's ``decoder_last_layer`` times ``train.disc_weight``).
+    (VQGAN's adaptive weight at the network's ``decoder_last_layer`` times ``train.disc_weight``);
+    ``train.output_losses: {context key: {pixel_opt, perceptual_opt, style_opt}}`` (image losses on another output
+    the network leaves in its decoding context, e.g. VQFR v1's texture image ``texture_dec``, logged with the key as
+    suffix). Several discriminators (``network_d: {name: ...}``, ``train.gan_branches``; see
+    :class:`SinCABaseModel`) each judge their ``output``, with the adaptive weight at that output's last layer
+    (``output_last_layer``) when asked.
     """
 
     def setup_stage(self):
@@ -71,6 +76,13 @@ class VQRestorationModel(SinCABaseModel):
             raise OptionError(f"train.codebook_target: expected 'prior' or 'selected', got {self.codebook_target!r}")
         self.adaptive_gan = bool(train_opt.get('adaptive_gan_weight', False))
         self.disc_weight = train_opt.get('disc_weight', 1.0)
+        self.output_losses = {}
+        for key, losses in (train_opt.get('output_losses') or {}).items():
+            unknown = set(losses or {}) - {'pixel_opt', 'perceptual_opt', 'style_opt'}
+            if unknown or not losses:
+                raise OptionError(f'train.output_losses.{key}: expected some of pixel_opt, perceptual_opt, style_opt; '
+                                  f'got {sorted(losses or {})}')
+            self.output_losses[key] = {name: build_loss(o).to(self.device) for name, o in losses.items()}
 
     def code_losses(self, output, targets, loss_dict):
         """Losses of every codebook's bottleneck against the prior's targets, summed; each term logged per codebook
@@ -117,19 +129,49 @@ class VQRestorationModel(SinCABaseModel):
 
     def generator_loss(self, current_iter, loss_dict):
         targets = self.prior_targets(self.gt)
-        wants_image = self.cri_pix is not None or self.cri_perceptual is not None or self.cri_gan is not None
+        wants_image = (self.cri_pix is not None or self.cri_perceptual is not None or self.has_gan or
+                       bool(self.output_losses))
         output = self.last_output = self.net_g(self.lq, code_only=not wants_image)
         total = self.code_losses(output, targets, loss_dict)
         if output.image is not None:
             self.output = output.image
-            total = total + self.image_losses(self.output, loss_dict)
+            recon = self.image_losses(self.output, loss_dict)
+            for key, losses in self.output_losses.items():
+                recon = recon + self.context_image_losses(self.context_output(output, key), key, losses, loss_dict)
+            total = total + recon + self.gan_terms(current_iter, output, recon, loss_dict)
+        return total
+
+    @staticmethod
+    def context_output(output, key):
+        if key == 'image':
+            return output.image
+        if key not in output.context:
+            raise OptionError(f"train: the network leaves no '{key}' in its decoding context "
+                              f'(it has {sorted(output.context)})')
+        return output.context[key]
+
+    def context_image_losses(self, image, key, losses, loss_dict):
+        total = 0
+        for name, cri in losses.items():
+            loss_dict[f"l_{name.split('_')[0]}_{key}"] = term = cri(image, self.gt)
+            total = total + term
+        return total
+
+    def gan_terms(self, current_iter, output, recon, loss_dict):
+        """The generator's GAN terms: one discriminator on the image, or each named one on its ``output``."""
+        bare = self.get_bare_model(self.net_g)
+        if not self.gan_branches:
             if self.adaptive_gan:
-                recon = {k: v for k, v in loss_dict.items() if k in ('l_pix', 'l_percep', 'l_style')}
-                total = total + self.gan_generator_term(current_iter, self.output, loss_dict, sum(recon.values()),
-                                                        self.get_bare_model(self.net_g).decoder_last_layer,
-                                                        self.disc_weight)
-            else:
-                total = total + self.gan_generator_term(current_iter, self.output, loss_dict)
+                return self.gan_generator_term(current_iter, self.output, loss_dict, recon, bare.decoder_last_layer,
+                                               self.disc_weight)
+            return self.gan_generator_term(current_iter, self.output, loss_dict)
+        total = 0
+        for name, settings in self.gan_branches.items():
+            fake = self.context_output(output, settings['output'])
+            adaptive = settings['adaptive_weight']
+            total = total + self.gan_generator_term(
+                current_iter, fake, loss_dict, recon, bare.output_last_layer(settings['output']) if adaptive else None,
+                self.disc_weight if adaptive else 1.0, branch=name, suffix=f'_{name}')
         return total
 
     def test(self):

@@ -172,3 +172,52 @@ def test_adaptive_gan_weight_on_the_restorer(root):
     finally:
         del type(model.net_g).decoder_last_layer
     assert 0 < float(model.log_dict['d_weight']) <= 0.5
+
+
+def test_param_groups_give_their_own_optimizer_arguments(root):
+    groups_opt = [{'match': ['bottleneck'], 'lr': 2e-5, 'betas': [0.5, 0.9]}]
+    model = model_from_options(toy_options(root, 'param_groups', train={'param_groups': groups_opt}), root)
+    names = {id(p): n for n, p in model.net_g.named_parameters()}
+    default, special = model.optimizer_g.param_groups
+    assert special['lr'] == 2e-5 and tuple(special['betas']) == (0.5, 0.9)
+    assert default['lr'] == 1e-3 and tuple(default['betas']) == (0.9, 0.99)
+    assert all(names[id(p)].startswith('bottleneck.') for p in special['params'])
+    assert not any(names[id(p)].startswith('bottleneck.') for p in default['params'])
+    with pytest.raises(OptionError, match=r"train.param_groups\[0\].match: \['botleneck'\] matches no trained"):
+        model_from_options(toy_options(root, 'bad_groups', train={'param_groups': [{'match': ['botleneck']}]}), root)
+
+
+def _two_discriminators(root, name, **train):
+    patch = {'type': 'VQGANDiscriminator', 'nc': 3, 'ndf': 32, 'n_layers': 2}
+    return toy_options(root, name, network_d={'global': patch, 'local': patch},
+                       train=dict({'optim_d': {'type': 'Adam', 'lr': 1e-4},
+                                   'gan_opt': {'global': {'type': 'GANLoss', 'gan_type': 'wgan_softplus'},
+                                               'local': {'type': 'GANLoss', 'gan_type': 'hinge', 'loss_weight': 0.5}},
+                                   'gan_branches': {'global': {'r1_weight': 10, 'r1_every': 2},
+                                                    'local': {'start_iter': 2}}}, **train))
+
+
+def test_named_discriminators_with_own_losses_start_and_r1(root):
+    model = model_from_options(_two_discriminators(root, 'two_d'), root)
+    assert {k.split('.')[0] for k in model.net_d.state_dict()} == {'global', 'local'}
+    assert model.gan_loss('global').gan_type == 'wgan_softplus' and model.gan_loss('local').loss_weight == 0.5
+    logged = {}
+    for it in range(1, 5):
+        model.feed_data(_batch(it))
+        model.optimize_parameters(it)
+        logged[it] = {k for k in model.log_dict if k.startswith(('l_g_gan', 'l_d_r1', 'l_d_real'))}
+    assert logged[1] == {'l_g_gan_global', 'l_d_real_global'}  # local starts after iteration 2
+    assert logged[2] == {'l_g_gan_global', 'l_d_real_global', 'l_d_r1_global'}  # lazy R1 every 2 iterations
+    assert logged[3] == {'l_g_gan_global', 'l_d_real_global', 'l_g_gan_local', 'l_d_real_local'}
+    assert logged[4] == logged[3] | {'l_d_r1_global'}
+    assert model.log_dict['l_d_r1_global'] >= 0
+
+
+@pytest.mark.parametrize('train, message', [
+    ({'gan_branches': {'globl': {}}}, r"train.gan_branches.globl: no such discriminator in network_d \(\['global'"),
+    ({'gan_branches': {'global': {'r1_wieght': 1}}}, r"train.gan_branches.global: unknown keys \['r1_wieght'\]"),
+    ({'gan_opt': {'global': {'type': 'GANLoss', 'gan_type': 'hinge'}}}, 'train.gan_opt: losses for'),
+])
+def test_named_discriminator_option_errors(root, train, message):
+    with pytest.raises(OptionError, match=message):
+        model_from_options(_two_discriminators(root, 'bad_d', **train), root)
