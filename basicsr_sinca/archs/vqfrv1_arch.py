@@ -12,9 +12,9 @@ learned downsampling of the LQ condition per level and a final 3x3 conv on ``[ma
 * :class:`VQFRv1` — the official network: official constructor and key names, ``forward(x_lq, fidelity_ratio=1.0,
   return_keys=('dec', ))`` returning ``{'main_dec'[, 'dec'][, 'feat_dict']}``.
 
-Not reproduced: the k-means re-estimation of ``L2VectorQuantizerKmeans`` during VQGAN v1 training (its options are
-accepted for the released configs and ignored; train priors with ``VQPriorModel``). Images in [-1, 1], sides
-multiples of 32. Checked against the golden case ``vqfr_v1`` in ``tests/archs/test_vqfrv1_arch.py``.
+The v1 quantizer's training-only schedule (warm-up without quantization, latent reservoir, k-means re-estimation of
+the codebook) runs in training mode (:class:`VQFRv1Quantizer`). Images in [-1, 1], sides multiples of 32. Checked
+against the golden case ``vqfr_v1`` in ``tests/archs/test_vqfrv1_arch.py``.
 """
 import math
 
@@ -29,7 +29,7 @@ from basicsr_sinca.archs.vqfr_arch import BilinearResizeConv, VQFRMainBranch, co
 from basicsr_sinca.archs.vqvaegan_arch import TamingResnetBlock, check_image_input
 
 __all__ = ['VQFRv1Encoder', 'VQFRv1Decoder', 'VQFRv1MainDecoder', 'VQFRv1Quantizer', 'VQGANv1', 'SinCAVQFRv1',
-           'VQFRv1']
+           'VQFRv1', 'kmeans']
 
 QUANT_LEVEL = 'Level_32'
 KMEANS_KEYS = ('reservoir_size', 'reestimate_iters', 'reestimate_maxiters', 'warmup_iters')
@@ -119,14 +119,69 @@ class VQFRv1MainDecoder(VQFRMainBranch):
         return self.conv_out(x) if probes is None else probed_conv(probes, 'image', self.conv_out[0], x)
 
 
-class VQFRv1Quantizer(nn.Module):
-    """``quant_conv`` (in_dim -> code_dim), ``post_quant_conv`` (code_dim -> in_dim) and the codebook ``embedding``."""
+def kmeans(samples, num_clusters, iters=20, generator=None):
+    """Lloyd's k-means on (N, C) ``samples`` from random distinct samples; an emptied cluster is re-seeded with a
+    random sample. Returns (num_clusters, C) centres."""
+    n = samples.shape[0]
+    if n < num_clusters:
+        raise ValueError(f'k-means: {n} samples for {num_clusters} clusters (fill the reservoir first)')
+    centres = samples[torch.randperm(n, generator=generator, device='cpu')[:num_clusters].to(samples.device)].clone()
+    for _ in range(iters):
+        assign = torch.cdist(samples, centres).argmin(1)
+        sums = torch.zeros_like(centres).index_add_(0, assign, samples)
+        counts = torch.bincount(assign, minlength=num_clusters).to(samples.dtype)
+        empty = counts == 0
+        centres = sums / counts.clamp(min=1)[:, None]
+        if empty.any():
+            pick = torch.randint(n, (int(empty.sum()), ), generator=generator, device='cpu').to(samples.device)
+            centres[empty] = samples[pick]
+    return centres
 
-    def __init__(self, in_dim=512, num_code=1024, code_dim=256):
+
+class VQFRv1Quantizer(nn.Module):
+    """``quant_conv`` (in_dim -> code_dim), ``post_quant_conv`` (code_dim -> in_dim) and the codebook ``embedding``,
+    with ``L2VectorQuantizerKmeans``'s training-only schedule (counted in training-mode forwards):
+
+    * ``warmup_iters`` (> 0): the first forwards pass the latent through unquantized (loss 0);
+    * a reservoir of the last ``reservoir_size`` latent vectors (non-persistent, as upstream);
+    * every ``reestimate_iters`` forwards up to ``reestimate_maxiters`` the codebook is re-estimated by k-means
+      on the reservoir. -1 disables a step (the released test configs disable all).
+    """
+
+    def __init__(self, in_dim=512, num_code=1024, code_dim=256, reservoir_size=16384, reestimate_iters=2000,
+                 reestimate_maxiters=-1, warmup_iters=-1):
         super().__init__()
         self.quant_conv = nn.Conv2d(in_dim, code_dim, 1)
         self.post_quant_conv = nn.Conv2d(code_dim, in_dim, 1)
         self.embedding = nn.Embedding(num_code, code_dim)
+        self.reservoir_size, self.reestimate_iters = reservoir_size, reestimate_iters
+        self.reestimate_maxiters, self.warmup_iters = reestimate_maxiters, warmup_iters
+        self.register_buffer('reservoir', torch.zeros(0, code_dim), persistent=False)
+        self.train_steps = 0
+
+    @torch.no_grad()
+    def update_codebook_schedule(self, z):
+        """The training-only part: count, fill the reservoir, re-estimate by k-means when due."""
+        self.train_steps += 1
+        tokens = z.detach().permute(0, 2, 3, 1).reshape(-1, z.shape[1])
+        self.reservoir = torch.cat([self.reservoir.to(tokens), tokens])[-self.reservoir_size:]
+        step, every, last = self.train_steps, self.reestimate_iters, self.reestimate_maxiters
+        if every > 0 and step % every == 0 and (last < 0 or step <= last) and \
+                self.reservoir.shape[0] >= self.embedding.num_embeddings:
+            self.embedding.weight.data.copy_(kmeans(self.reservoir.float(), self.embedding.num_embeddings))
+
+    def forward(self, z):
+        """z_conv (B, C, h, w) -> (straight-through quantized latent, loss ``1.25 · mean((e - z)²)`` in value,
+        indices (B, h·w) or None during the warm-up)."""
+        if self.training:
+            self.update_codebook_schedule(z)
+            if self.warmup_iters > 0 and self.train_steps <= self.warmup_iters:
+                return z, z.new_zeros(()), None
+        codebook = self.embedding.weight
+        indices, _ = nearest_code_indices(z, codebook)
+        e = lookup_codes(indices, codebook)
+        loss = torch.mean((e.detach() - z)**2) + 0.25 * torch.mean((e - z.detach())**2)
+        return z + (e - z).detach(), loss, indices.flatten(1)
 
 
 class VQFRv1QuantizerDict(nn.Module):
@@ -146,8 +201,10 @@ class VQFRv1QuantizerDict(nn.Module):
             raise ValueError(f"quantizer_opt.{QUANT_LEVEL}.type: {level['type']!r} is not a VQFR v1 quantizer")
         if int(level.get('in_dim', in_dim)) != in_dim:
             raise ValueError(f"quantizer_opt.{QUANT_LEVEL}.in_dim: {level['in_dim']} but the encoder gives {in_dim}")
+        schedule = {k: int(level[k]) for k in KMEANS_KEYS if k in level}
         self.quantize_dict = nn.ModuleDict({
-            QUANT_LEVEL: VQFRv1Quantizer(in_dim, int(level.get('num_code', 1024)), int(level.get('code_dim', 256)))})
+            QUANT_LEVEL: VQFRv1Quantizer(in_dim, int(level.get('num_code', 1024)), int(level.get('code_dim', 256)),
+                                         **schedule)})
 
     @property
     def level(self):
@@ -222,18 +279,16 @@ class VQGANv1(VQGANv1Parts, HQPrior):
 
     def forward(self, x, return_keys=('dec', )):
         z = self.z_conv(x)
-        codebook = self.quantizer.level.embedding.weight
-        indices, _ = nearest_code_indices(z, codebook)
-        e = lookup_codes(indices, codebook)
-        emb_loss = torch.mean((e.detach() - z)**2) + 0.25 * torch.mean((e - z.detach())**2)
-        quant = z + (e - z).detach()
-        res = {'z_conv': z, 'quant_feat': quant, 'quant_index': indices.flatten(1)}
+        quant, emb_loss, indices = self.quantizer.level(z)
+        res = {'z_conv': z, 'quant_feat': quant, 'quant_index': indices}
         if 'dec' in return_keys:
             res['dec'] = self.decoder.conv_out(self.texture_features(quant)['Level_1'])
         return res, emb_loss
 
     def autoencoder_terms(self, output):
         res, emb_loss = output
+        if res['quant_index'] is None:  # k-means warm-up: nothing quantized yet
+            return res['dec'], emb_loss, [torch.zeros(0, dtype=torch.long, device=emb_loss.device)]
         return res['dec'], emb_loss, [res['quant_index'].reshape(-1)]
 
 

@@ -72,7 +72,9 @@ class VQPriorModel(SinCABaseModel):
     def after_generator_step(self, current_iter, loss_dict):
         codebooks = self.get_bare_model(self.net_g).codebooks
         for i, (indices, codebook) in enumerate(zip(self.code_indices, codebooks)):
-            loss_dict['perplexity' + codebook_suffix(i, len(codebooks))] = code_perplexity(indices, codebook.shape[0])
+            if indices.numel():  # none during a quantizer's warm-up (VQFR v1)
+                loss_dict['perplexity' + codebook_suffix(i, len(codebooks))] = code_perplexity(
+                    indices, codebook.shape[0])
         if self.restart_every:
             restarted = self.restart_dead_codes(current_iter)
             loss_dict['restarted_codes'] = torch.tensor(float(restarted), device=self.device)

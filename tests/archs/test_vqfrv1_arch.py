@@ -63,3 +63,41 @@ def test_twin_trains_what_it_is_told():
 def test_option_errors_name_the_key(change, message):
     with pytest.raises(ValueError, match=message):
         VQFRv1(**dict(TINY, **change))
+
+
+def test_kmeans_finds_separated_clusters():
+    from basicsr_sinca.archs.vqfrv1_arch import kmeans
+    g = torch.Generator().manual_seed(0)
+    centres = torch.tensor([[0.0, 0.0], [10.0, 0.0], [0.0, 10.0]])
+    samples = (centres[torch.arange(300) % 3] + 0.1 * torch.randn(300, 2, generator=g))
+    found = kmeans(samples, 3, generator=g)
+    assert torch.cdist(found, centres).min(1).values.max() < 0.1  # every found centre is a true one
+    assert torch.cdist(centres, found).min(1).values.max() < 0.1  # and every true one is found
+    with pytest.raises(ValueError, match='2 samples for 3 clusters'):
+        kmeans(samples[:2], 3)
+
+
+def test_kmeans_quantizer_schedule_in_training_mode_only():
+    """Warm-up passes the latent through; the codebook is re-estimated from the reservoir every reestimate_iters
+    training forwards up to reestimate_maxiters; eval mode has no side effect."""
+    from basicsr_sinca.archs.vqfrv1_arch import VQFRv1Quantizer
+    torch.manual_seed(0)
+    q = VQFRv1Quantizer(8, num_code=4, code_dim=2, reservoir_size=64, reestimate_iters=2, reestimate_maxiters=4,
+                        warmup_iters=1)
+    assert 'reservoir' not in q.state_dict()  # non-persistent, as upstream
+    z = torch.randn(2, 2, 4, 4) * 0.1 + 5.0  # latents far from the N(0, 1) codebook
+    quant, loss, idx = q.train()(z)
+    assert quant is z and float(loss) == 0 and idx is None and q.reservoir.shape == (32, 2)  # warm-up
+    before = q.embedding.weight.clone()
+    q(z)  # step 2: re-estimated on the reservoir -> codes where the latents are
+    assert not torch.equal(before, q.embedding.weight) and (q.embedding.weight - 5.0).abs().max() < 0.5
+    assert q.reservoir.shape == (64, 2)
+    q.embedding.weight.data.normal_()
+    moved = q.embedding.weight.clone()
+    q(z), q(z)  # steps 3, 4: step 4 re-estimates
+    assert not torch.equal(moved, q.embedding.weight)
+    q.embedding.weight.data.normal_()
+    moved = q.embedding.weight.clone()
+    q(z), q(z)  # steps 5, 6: step 6 is past reestimate_maxiters
+    q.eval()(z)  # eval: no schedule
+    assert q.train_steps == 6 and torch.equal(moved, q.embedding.weight)
