@@ -1,10 +1,11 @@
 #!/usr/bin/env python
-"""Restore faces with any face network of the package: CodeFormer, DAEFR, with their own or a SinCA bottleneck.
+"""Restore faces with any face network of the package: CodeFormer, DAEFR, VQFR, with their own or a SinCA bottleneck.
 
 The network comes from an option file (``--opt``: its ``network_g``; default: the official CodeFormer) and a
 checkpoint (``--model_path``: BasicSR ``.pth`` or a released Lightning ``.ckpt``). Decoding options are passed when
-the network takes them: ``-w`` is CodeFormer's fidelity weight (default 0.5 there; an error for a network without
-it), ``--adain`` CodeFormer's colour statistics.
+the network takes them, and are an error for a network without them: ``-w`` is CodeFormer's fidelity weight
+(default 0.5 there), ``--adain`` CodeFormer's colour statistics, ``--fidelity_ratio`` VQFR v2's blend of the warped
+main branch (0: texture branch only, the most detail; 1: the most faithful to the input; default: the network's own).
 
 Aligned faces (``--has_aligned``): every image is resized to the network's face size (``img_size``, 512 for the
 releases) and restored as a whole. Whole images (default): faces are detected and aligned with facexlib, restored
@@ -22,6 +23,10 @@ Examples::
     python scripts/inference_face.py -i inputs/aligned -o results/daefr --has_aligned \\
         --opt options/test/daefr/test_daefr_official.yml \\
         --model_path experiments/pretrained_models/DAEFR/DAEFR_model.ckpt
+    # the released VQFR v2, halfway between its texture branch and its input-faithful main branch
+    python scripts/inference_face.py -i inputs/aligned -o results/vqfr_v2 --has_aligned --fidelity_ratio 0.5 \\
+        --opt options/test/vqfr/test_vqfr_v2_official.yml \\
+        --model_path experiments/pretrained_models/VQFR/VQFR_v2.pth
     # a DAEFR + SinCA model trained with this package
     python scripts/inference_face.py -i inputs/aligned -o results/daefr_sinca --has_aligned \\
         --opt options/train/daefr/final_sinca.yml --model_path experiments/DAEFR_final_sinca/models/net_g_latest.pth
@@ -41,6 +46,9 @@ def parse_args(argv=None):
     parser.add_argument('-w', '--fidelity_weight', type=float, default=None,
                         help="CodeFormer's fidelity weight w in [0, 1]: small = quality, large = fidelity "
                         '(default 0.5 for networks that take it)')
+    parser.add_argument('--fidelity_ratio', type=float, default=None,
+                        help="VQFR v2's fidelity ratio in [0, 1]: the blend of the warped main branch, 0 = texture "
+                        "branch only (most detail), 1 = most faithful to the input (default: the network's own, 1.0)")
     parser.add_argument('--model_path', required=True, help='checkpoint (.pth) of the network')
     parser.add_argument('--param_key', default='params_ema', help="key inside the checkpoint (default params_ema)")
     parser.add_argument('--opt', default=None,
@@ -71,7 +79,9 @@ def load_network(args, device):
 
 
 def decode_options(net, args):
-    """``w`` / ``adain`` for networks whose ``decode`` takes them; a ``-w`` the network cannot use is an error."""
+    """``w`` / ``adain`` / ``fidelity_ratio`` for networks whose ``decode`` takes them; a ``-w`` or
+    ``--fidelity_ratio`` the network cannot use (or ``--adain on``) is an error. ``fidelity_ratio`` is passed only
+    when given (else the network's default)."""
     import inspect
 
     from basicsr_sinca.utils.options import OptionError
@@ -87,6 +97,12 @@ def decode_options(net, args):
         kwargs['adain'] = {'on': True, 'off': False}.get(args.adain, all(b.selects_codes for b in net.bottlenecks))
     elif args.adain == 'on':
         raise OptionError(f'--adain: {type(net).__name__} has no AdaIN option')
+    if args.fidelity_ratio is not None:
+        if 'fidelity_ratio' not in takes:
+            raise OptionError(f'--fidelity_ratio: {type(net).__name__} has no fidelity ratio')
+        if not 0 <= args.fidelity_ratio <= 1:
+            raise OptionError(f'--fidelity_ratio must be in [0, 1], got {args.fidelity_ratio}')
+        kwargs['fidelity_ratio'] = args.fidelity_ratio
     return kwargs
 
 

@@ -300,9 +300,11 @@ class VQGANDiscriminator(nn.Module):
         ndf (int): Base channels. Default: 64.
         n_layers (int): Stride-2 stages. Default: 4.
         model_path (str | None): Local checkpoint (``params_d``, else ``params``).
+        spectral_norm (bool): Spectral normalisation on every conv (VQFR's PatchGAN; the state-dict then holds
+            ``parametrizations.weight.*``). Default: False.
     """
 
-    def __init__(self, nc=3, ndf=64, n_layers=4, model_path=None):
+    def __init__(self, nc=3, ndf=64, n_layers=4, model_path=None, spectral_norm=False):
         super().__init__()
         layers = [nn.Conv2d(nc, ndf, 4, 2, 1), nn.LeakyReLU(0.2, True)]
         mult = 1
@@ -312,6 +314,8 @@ class VQGANDiscriminator(nn.Module):
             layers += [nn.Conv2d(ndf * prev, ndf * mult, 4, stride, 1, bias=False), nn.BatchNorm2d(ndf * mult),
                        nn.LeakyReLU(0.2, True)]
         layers.append(nn.Conv2d(ndf * mult, 1, 4, 1, 1))
+        if spectral_norm:
+            layers = [nn.utils.parametrizations.spectral_norm(m) if isinstance(m, nn.Conv2d) else m for m in layers]
         self.main = nn.Sequential(*layers)
         if model_path is not None:
             state_dict, used = read_state_dict(model_path, 'params_d', ('params_d', 'params'))

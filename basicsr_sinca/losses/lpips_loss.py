@@ -88,11 +88,17 @@ class LPIPSStyleLoss(LPIPSLoss):
     """RestoreFormer's style loss: MSE between the Gram matrices of the LPIPS trunk's channel-normalised features
     (each of its five layers), Gram = f f^T / (C·H·W); RestoreFormer weights it 1e9.
 
-    Args: as :class:`LPIPSLoss` (``loss_weight`` default 1e9).
+    Args: as :class:`LPIPSLoss` (``loss_weight`` default 1e9), and ``criterion``: ``'mse'`` (RestoreFormer) or
+    ``'l1'`` (the Gram L1 of VQFR's style term).
     """
 
-    def __init__(self, loss_weight=1e9, net='vgg', range_norm=True, pnet_rand=False, backbone_path=None):
+    def __init__(self, loss_weight=1e9, net='vgg', range_norm=True, pnet_rand=False, backbone_path=None,
+                 criterion='mse'):
+        criteria = {'mse': torch.nn.functional.mse_loss, 'l1': torch.nn.functional.l1_loss}
+        if criterion not in criteria:
+            raise ValueError(f"LPIPSStyleLoss: criterion must be 'mse' or 'l1', got {criterion!r}")
         super().__init__(loss_weight, net, range_norm, pnet_rand, backbone_path)
+        self.criterion = criteria[criterion]
 
     def features(self, x):
         import lpips
@@ -110,5 +116,5 @@ class LPIPSStyleLoss(LPIPSLoss):
             pred, target = pred * 2 - 1, target * 2 - 1
         with torch.no_grad():
             target_grams = [self.gram(f) for f in self.features(target)]
-        loss = sum(torch.nn.functional.mse_loss(self.gram(f), g) for f, g in zip(self.features(pred), target_grams))
+        loss = sum(self.criterion(self.gram(f), g) for f, g in zip(self.features(pred), target_grams))
         return self.loss_weight * loss

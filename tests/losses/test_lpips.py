@@ -50,7 +50,7 @@ def test_style_loss_is_the_gram_mse_of_normalised_lpips_features():
     torch.manual_seed(0)
     loss = LPIPSStyleLoss(loss_weight=2.0, net='alex', pnet_rand=True)
     pred, target = torch.rand(2, 3, 32, 32) * 2 - 1, torch.rand(2, 3, 32, 32) * 2 - 1
-    expected = 0
+    expected, expected_l1 = 0, 0
     for fp, ft in zip(loss.lpips.net(loss.lpips.scaling_layer(pred)), loss.lpips.net(loss.lpips.scaling_layer(target))):
         grams = []
         for f in (fp, ft):
@@ -58,5 +58,11 @@ def test_style_loss_is_the_gram_mse_of_normalised_lpips_features():
             b, c, h, w = f.shape
             grams.append(torch.einsum('bchw,bdhw->bcd', f, f) / (c * h * w))
         expected = expected + (grams[0] - grams[1]).square().mean()
+        expected_l1 = expected_l1 + (grams[0] - grams[1]).abs().mean()
     assert torch.allclose(loss(pred, target), 2.0 * expected, rtol=1e-5)
     assert loss(target, target) == 0
+    loss_l1 = LPIPSStyleLoss(loss_weight=2.0, net='alex', pnet_rand=True, criterion='l1')  # VQFR's Gram L1
+    loss_l1.lpips.load_state_dict(loss.lpips.state_dict())
+    assert torch.allclose(loss_l1(pred, target), 2.0 * expected_l1, rtol=1e-5)
+    with pytest.raises(ValueError, match="criterion must be 'mse' or 'l1'"):
+        LPIPSStyleLoss(criterion='L1')

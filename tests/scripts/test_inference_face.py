@@ -108,3 +108,71 @@ def test_whole_image_mode_detect_align_paste(tmp_path, tiny_ckpt, monkeypatch):
     changed = np.abs(final.astype(int) - original.astype(int)).sum(axis=2) > 0
     assert changed[100:200, 200:280].mean() > 0.5  # the face region was replaced
     assert changed[400:, :100].mean() < 0.05  # the background corner was not
+
+
+TINY_VQFR = {'type': 'SinCAVQFRv2', 'bottleneck': 'nearest', 'base_channels': 32, 'channel_multipliers': [1, 2],
+             'num_enc_blocks': 1, 'num_dec_blocks': 1, 'code_dim': 32,
+             'quantizer_opt': {'type': 'L2VectorQuantizer', 'num_code': 16, 'code_dim': 32, 'spatial_size': [8, 8]}}
+
+
+@pytest.fixture(scope='module')
+def tiny_vqfr(tmp_path_factory):
+    """A 16 px SinCAVQFRv2 with random weights: (option file, checkpoint)."""
+    import yaml
+    root = tmp_path_factory.mktemp('vqfr_infer')
+    opt = root / 'tiny_vqfr.yml'
+    opt.write_text(yaml.safe_dump({'network_g': TINY_VQFR}, sort_keys=False))
+    torch.manual_seed(0)
+    net = build_net_from_options(str(opt))
+    assert net.img_size == 16
+    torch.save({'params_ema': net.state_dict()}, root / 'net_g.pth')
+    return str(opt), str(root / 'net_g.pth')
+
+
+def _restored(out):
+    return cv2.imread(str(out / 'restored_faces' / 'astronaut_face.png'), cv2.IMREAD_UNCHANGED)
+
+
+def test_vqfr_fidelity_ratio(tmp_path, tiny_vqfr):
+    from basicsr_sinca.utils.inference import img2input, output2img
+    opt, ckpt = tiny_vqfr
+    (tmp_path / 'in').mkdir()
+    face = load_photo('astronaut')[20:240, 140:360]
+    cv2.imwrite(str(tmp_path / 'in' / 'astronaut_face.png'), face)
+    outs = {}
+    for ratio in ('0', '1', None):
+        out = tmp_path / f'out_{ratio}'
+        extra = [] if ratio is None else ['--fidelity_ratio', ratio]
+        assert inference_face.main(['-i', str(tmp_path / 'in'), '-o', str(out), '--has_aligned', '--opt', opt,
+                                    '--model_path', ckpt, '--device', 'cpu'] + extra) == 0
+        outs[ratio] = _restored(out)
+        assert outs[ratio].shape == (16, 16, 3)
+    assert np.abs(outs['0'].astype(int) - outs['1'].astype(int)).max() > 0  # the main branch counts at 1
+    assert np.array_equal(outs[None], outs['1'])  # not given: the network's default, 1.0
+
+    # fidelity_ratio 0 is the network's texture branch alone
+    net = build_net_from_options(opt)
+    net.load_state_dict(torch.load(ckpt)['params_ema'])
+    net.eval()
+    with torch.no_grad():
+        x = -1 + 2 * img2input(cv2.resize(face, (16, 16), interpolation=cv2.INTER_LINEAR), 'cpu', normalize=False)
+        texture = output2img(net.restore(x).context['texture_dec'], net.image_range)
+    assert np.array_equal(outs['0'], texture)
+
+
+def test_fidelity_ratio_errors(tmp_path, tiny_ckpt, tiny_vqfr, capsys):
+    _inputs(tmp_path / 'in')
+    opt, ckpt = tiny_vqfr
+    base = ['-i', str(tmp_path / 'in'), '-o', str(tmp_path / 'out'), '--has_aligned', '--device', 'cpu']
+    # a network whose decode has no fidelity ratio (the tiny CodeFormer)
+    assert inference_face.main(base + ['--opt', TINY_OPT, '--model_path', tiny_ckpt, '--fidelity_ratio', '0.5']) == 2
+    err = capsys.readouterr().err.strip()
+    assert '\n' not in err and '--fidelity_ratio' in err and 'SinCACodeFormer' in err
+    for bad in ('1.5', '-0.1'):
+        assert inference_face.main(base + ['--opt', opt, '--model_path', ckpt, '--fidelity_ratio', bad]) == 2
+        err = capsys.readouterr().err.strip()
+        assert '\n' not in err and '--fidelity_ratio' in err and bad in err and '[0, 1]' in err
+    # CodeFormer's -w is no VQFR option either
+    assert inference_face.main(base + ['--opt', opt, '--model_path', ckpt, '-w', '0.5']) == 2
+    assert 'SinCAVQFRv2' in capsys.readouterr().err
+    assert not (tmp_path / 'out').exists()

@@ -84,9 +84,10 @@ def test_every_shipped_option_file_resolves_and_builds():
         if not f.endswith(osp.join('quickstart', 'common.yml')):  # the quickstart's shared base
             assert MODEL_REGISTRY.get(opt['model_type']), f
         for key in ('network_g', 'network_d', 'network_hq'):
-            if key in opt:
-                spec = {k: v for k, v in opt[key].items() if not k.endswith(('_path', '_paths'))}  # weight files
-                specs.setdefault(json.dumps(spec, sort_keys=True), f)
+            if key in opt:  # network_d may name several discriminators
+                for net_opt in (opt[key].values() if 'type' not in opt[key] else [opt[key]]):
+                    spec = {k: v for k, v in net_opt.items() if not k.endswith(('_path', '_paths'))}  # weight files
+                    specs.setdefault(json.dumps(spec, sort_keys=True), f)
     for text, f in specs.items():
         with torch.device('meta'):
             net = build_network(json.loads(text))

@@ -10,13 +10,14 @@ EXPECTED = {
     'arch': {'SinCATransformer', 'SinCAIndexTransformer', 'VQAutoEncoder', 'VQGANDiscriminator', 'SinCACodeFormer',
              'CodeFormer', 'SinCAFeMaSRNet', 'FeMaSRNet', 'VQVAEGAN', 'SinCADAEFR', 'DAEFR', 'DAEFRAssociation',
              'SinCAAdaCodeSRNet', 'AdaCodeSRNet', 'AdaCodeSRNet_Contrast', 'SinCARestoreFormer',
-             'VQVAEGANMultiHeadTransformer', 'VQGANv2', 'SinCAVQFRv2', 'VQFRv2', 'VQGANv1', 'SinCAVQFRv1', 'VQFRv1'},
+             'VQVAEGANMultiHeadTransformer', 'VQGANv2', 'SinCAVQFRv2', 'VQFRv2', 'VQGANv1', 'SinCAVQFRv1', 'VQFRv1',
+             'StyleGAN2DiscriminatorPT', 'SWAGANDiscriminator'},
     'model': {'CodeFormerPriorModel', 'CodeFormerStage2Model', 'CodeFormerStage3Model', 'FeMaSRLQModel',
               'VQRestorationModel', 'VQPriorModel', 'DAEFRAssociationModel', 'AdaCodeLQModel'},
     'loss': {'FeatureMatchingLoss', 'CodeCrossEntropyLoss', 'LPIPSLoss', 'FeMaSRCodebookLoss', 'AdaCodeContrastLoss',
              'LPIPSStyleLoss'},
     'dataset': {'FFHQBlindDataset', 'FFHQBlindJointDataset', 'BSRGANTrainDataset', 'PairedResizeCropDataset'},
-    'metric': {'calculate_lpips'},
+    'metric': {'calculate_lpips', 'calculate_psnr_mean_var', 'calculate_ssim_mean_var'},
 }
 
 _PROBE = r'''
