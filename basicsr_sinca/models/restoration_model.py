@@ -35,7 +35,7 @@ class VQRestorationModel(SinCABaseModel):
     the network leaves in its decoding context, e.g. VQFR v1's texture image ``texture_dec``, logged with the key as
     suffix). Several discriminators (``network_d: {name: ...}``, ``train.gan_branches``; see
     :class:`SinCABaseModel`) each judge their ``output``, with the adaptive weight at that output's last layer
-    (``output_last_layer``) when asked.
+    (``output_last_layer``) when asked. ``val.decode_opt``: decoding options at validation / test.
     """
 
     def setup_stage(self):
@@ -175,5 +175,12 @@ class VQRestorationModel(SinCABaseModel):
         return total
 
     def test(self):
+        """Restore ``lq``; ``val.decode_opt`` gives the network's decoding options (e.g. VQFR v2's
+        ``fidelity_ratio``)."""
+        decode_opt = dict((self.opt.get('val') or {}).get('decode_opt') or {})
         with self.evaluation_net() as net:
-            self.output = net.restore(self.lq).image
+            try:
+                self.output = net.restore(self.lq, **decode_opt).image
+            except TypeError as err:
+                raise OptionError(f'val.decode_opt: {sorted(decode_opt)} not taken by {type(net).__name__}.decode '
+                                  f'({err})') from None

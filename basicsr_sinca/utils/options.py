@@ -118,6 +118,15 @@ def _check_type(registry, what, key, spec):
         raise OptionError(f'{key}: unknown {what} {name!r}{hint}')
 
 
+def _named_specs(key, spec, named):
+    """``[(where, spec)]``: the spec itself, or, where names are allowed (``network_d``, ``train.gan_opt``) and the
+    mapping has no ``type``, each named entry."""
+    if named and isinstance(spec, dict) and 'type' not in spec and spec and \
+            all(isinstance(v, dict) for v in spec.values()):
+        return [(f'{key}.{name}', sub) for name, sub in spec.items()]
+    return [(key, spec)]
+
+
 def _check_file_keys(where, spec):
     """Keys ending in ``_path`` (``model_path``, ``vqgan_path``, ``backbone_path``) name files that must exist, as do
     the entries of keys ending in ``_paths`` (``codebook_paths``)."""
@@ -160,9 +169,10 @@ def check_options(opt, is_train, resuming=False):
                           "CUDA devices (use 0 for CPU or 'auto')")
 
     for key, spec in opt.items():
-        if key.startswith('network_'):
-            _check_type(ARCH_REGISTRY, 'arch', f'{key}.type', spec)
-            _check_file_keys(key, spec)
+        if key.startswith('network_') and spec is not None:
+            for where, net_spec in _named_specs(key, spec, named=key == 'network_d'):
+                _check_type(ARCH_REGISTRY, 'arch', f'{where}.type', net_spec)
+                _check_file_keys(where, net_spec)
 
     if not isinstance(opt['datasets'], dict) or not opt['datasets']:
         raise OptionError('datasets: expected a mapping of phases (train, val, test_1, ...)')
@@ -182,9 +192,12 @@ def check_options(opt, is_train, resuming=False):
 
     if is_train and isinstance(opt.get('train'), dict):
         for key, spec in opt['train'].items():
-            if key.endswith('_opt') and isinstance(spec, dict) and 'type' in spec:
-                _check_type(LOSS_REGISTRY, 'loss', f'train.{key}.type', spec)
-                _check_file_keys(f'train.{key}', spec)
+            if key.endswith('_opt') and isinstance(spec, dict):
+                # gan_opt may give one loss per named discriminator
+                for where, loss_spec in _named_specs(f'train.{key}', spec, named=key == 'gan_opt'):
+                    if 'type' in loss_spec:
+                        _check_type(LOSS_REGISTRY, 'loss', f'{where}.type', loss_spec)
+                        _check_file_keys(where, loss_spec)
     val = opt.get('val')
     if isinstance(val, dict) and isinstance(val.get('metrics'), dict):
         for name, spec in val['metrics'].items():

@@ -61,6 +61,16 @@ def test_check_options_suggests_names(tmp_path):
     with pytest.raises(OptionError, match="network_g.type: unknown arch 'SinCACodeFormr'; did you mean 'SinCACodeF"):
         check_options(opt, is_train=True)
     opt['network_g']['type'] = 'SinCACodeFormer'
+    # several named discriminators and their losses are checked one by one
+    opt['network_d'] = {'global': {'type': 'StyleGAN2DiscriminatorPt'}, 'local': {'type': 'VQGANDiscriminator'}}
+    with pytest.raises(OptionError, match="network_d.global.type: unknown arch 'StyleGAN2DiscriminatorPt'; did you "
+                                          "mean 'StyleGAN2DiscriminatorPT'"):
+        check_options(opt, is_train=True)
+    opt['network_d']['global']['type'] = 'StyleGAN2DiscriminatorPT'
+    opt['train'] = {'gan_opt': {'global': {'type': 'GANLos'}, 'local': {'type': 'GANLoss'}}}
+    with pytest.raises(OptionError, match="train.gan_opt.global.type: unknown loss 'GANLos'"):
+        check_options(opt, is_train=True)
+    del opt['network_d'], opt['train']
     opt['path'] = {'pretrain_network_hq': str(tmp_path / 'prior.pth')}
     with pytest.raises(OptionError, match='path.pretrain_network_hq: pretrained file not found'):
         check_options(opt, is_train=True)
@@ -84,7 +94,7 @@ def test_every_shipped_option_file_resolves_and_builds():
         if not f.endswith(osp.join('quickstart', 'common.yml')):  # the quickstart's shared base
             assert MODEL_REGISTRY.get(opt['model_type']), f
         for key in ('network_g', 'network_d', 'network_hq'):
-            if key in opt:  # network_d may name several discriminators
+            if opt.get(key):  # network_d may name several discriminators
                 for net_opt in (opt[key].values() if 'type' not in opt[key] else [opt[key]]):
                     spec = {k: v for k, v in net_opt.items() if not k.endswith(('_path', '_paths'))}  # weight files
                     specs.setdefault(json.dumps(spec, sort_keys=True), f)
@@ -101,7 +111,7 @@ def test_entry_files_are_the_main_sinca_stages():
     from basicsr.archs import build_network
     entries = {'codeformer_sinca.yml': 'CodeFormerStage2Model', 'femasr_sinca.yml': 'FeMaSRLQModel',
                'daefr_sinca.yml': 'VQRestorationModel', 'adacode_sinca.yml': 'AdaCodeLQModel',
-               'restoreformer_sinca.yml': 'VQRestorationModel'}
+               'restoreformer_sinca.yml': 'VQRestorationModel', 'vqfr_sinca.yml': 'VQRestorationModel'}
     assert {osp.basename(f) for f in glob.glob(osp.join(OPTIONS, '*.yml'))} == set(entries)
     for name, expected in entries.items():
         opt = load_options(osp.join(OPTIONS, name))
