@@ -31,7 +31,6 @@ from basicsr_sinca.archs.vqvaegan_arch import TamingResnetBlock, check_image_inp
 __all__ = ['VQFRv1Encoder', 'VQFRv1Decoder', 'VQFRv1MainDecoder', 'VQFRv1Quantizer', 'VQGANv1', 'SinCAVQFRv1',
            'VQFRv1', 'kmeans']
 
-QUANT_LEVEL = 'Level_32'
 KMEANS_KEYS = ('reservoir_size', 'reestimate_iters', 'reestimate_maxiters', 'warmup_iters')
 
 
@@ -185,42 +184,48 @@ class VQFRv1Quantizer(nn.Module):
 
 
 class VQFRv1QuantizerDict(nn.Module):
-    """The official container: ``quantize_dict.Level_32`` (the releases quantize that level only)."""
+    """The official container: ``quantize_dict.<coarsest level>`` (``Level_32`` in the releases, which quantize that
+    level only)."""
 
-    def __init__(self, quantizer_opt, in_dim):
+    def __init__(self, quantizer_opt, in_dim, level_name='Level_32'):
         super().__init__()
-        opt = quantizer_opt or {QUANT_LEVEL: {'type': 'L2VectorQuantizerKmeans', 'in_dim': in_dim, 'num_code': 1024,
-                                              'code_dim': 256}}
-        if set(opt) != {QUANT_LEVEL}:
-            raise ValueError(f'quantizer_opt: levels {sorted(opt)}; only {QUANT_LEVEL} is supported (the releases)')
-        level = dict(opt[QUANT_LEVEL])
+        self.level_name = level_name
+        opt = quantizer_opt or {level_name: {'type': 'L2VectorQuantizerKmeans', 'in_dim': in_dim, 'num_code': 1024,
+                                             'code_dim': 256}}
+        if set(opt) != {level_name}:
+            raise ValueError(f'quantizer_opt: levels {sorted(opt)}; only the coarsest, {level_name}, is supported '
+                             '(as the releases)')
+        level = dict(opt[level_name])
         unknown = set(level) - {'type', 'in_dim', 'num_code', 'code_dim', *KMEANS_KEYS}
         if unknown:
-            raise ValueError(f'quantizer_opt.{QUANT_LEVEL}: unknown keys {sorted(unknown)}')
+            raise ValueError(f'quantizer_opt.{level_name}: unknown keys {sorted(unknown)}')
         if level.get('type', 'L2VectorQuantizerKmeans') not in ('L2VectorQuantizerKmeans', 'L2VectorQuantizer'):
-            raise ValueError(f"quantizer_opt.{QUANT_LEVEL}.type: {level['type']!r} is not a VQFR v1 quantizer")
+            raise ValueError(f"quantizer_opt.{level_name}.type: {level['type']!r} is not a VQFR v1 quantizer")
         if int(level.get('in_dim', in_dim)) != in_dim:
-            raise ValueError(f"quantizer_opt.{QUANT_LEVEL}.in_dim: {level['in_dim']} but the encoder gives {in_dim}")
+            raise ValueError(f"quantizer_opt.{level_name}.in_dim: {level['in_dim']} but the encoder gives {in_dim}")
         schedule = {k: int(level[k]) for k in KMEANS_KEYS if k in level}
         self.quantize_dict = nn.ModuleDict({
-            QUANT_LEVEL: VQFRv1Quantizer(in_dim, int(level.get('num_code', 1024)), int(level.get('code_dim', 256)),
-                                         **schedule)})
+            level_name: VQFRv1Quantizer(in_dim, int(level.get('num_code', 1024)), int(level.get('code_dim', 256)),
+                                        **schedule)})
 
     @property
     def level(self):
-        return self.quantize_dict[QUANT_LEVEL]
+        return self.quantize_dict[self.level_name]
 
 
 def vqgan_v1_config(base_channels, proj_patch_size, resolution_scale_rates, channel_multipliers, encoder_num_blocks,
                     decoder_num_blocks, quant_level, quantizer_opt):
-    if list(quant_level) != [QUANT_LEVEL]:
-        raise ValueError(f'quant_level: {list(quant_level)}; only [{QUANT_LEVEL!r}] is supported (the releases)')
     if math.prod(resolution_scale_rates) != proj_patch_size:
         raise ValueError(f'proj_patch_size {proj_patch_size} must equal the product of resolution_scale_rates')
+    coarsest = f'Level_{proj_patch_size}'
+    quant_level = [coarsest] if quant_level is None else list(quant_level)
+    if quant_level != [coarsest]:
+        raise ValueError(f'quant_level: {quant_level}; only the coarsest level [{coarsest!r}] is supported (as the '
+                         'releases)')
     return dict(base_channels=base_channels, proj_patch_size=proj_patch_size,
                 resolution_scale_rates=list(resolution_scale_rates), channel_multipliers=list(channel_multipliers),
                 encoder_num_blocks=encoder_num_blocks, decoder_num_blocks=decoder_num_blocks,
-                quant_level=list(quant_level), quantizer_opt=quantizer_opt)
+                quant_level=quant_level, quantizer_opt=quantizer_opt)
 
 
 class VQGANv1Parts(nn.Module):
@@ -236,7 +241,8 @@ class VQGANv1Parts(nn.Module):
 
     def build_quantizer(self):
         top = self.vqgan_config['base_channels'] * self.vqgan_config['channel_multipliers'][-1]
-        self.quantizer = VQFRv1QuantizerDict(self.vqgan_config['quantizer_opt'], top)
+        self.quantizer = VQFRv1QuantizerDict(self.vqgan_config['quantizer_opt'], top,
+                                             self.vqgan_config['quant_level'][0])
 
     @property
     def codebooks(self):
@@ -268,7 +274,7 @@ class VQGANv1(VQGANv1Parts, HQPrior):
 
     def __init__(self, base_channels=128, proj_patch_size=32, resolution_scale_rates=(1, 2, 2, 2, 2, 2),
                  channel_multipliers=(1, 1, 2, 2, 2, 4), encoder_num_blocks=2, decoder_num_blocks=3,
-                 quant_level=(QUANT_LEVEL, ), quantizer_opt=None):
+                 quant_level=None, quantizer_opt=None):
         super().__init__()
         self.build_vqgan(vqgan_v1_config(base_channels, proj_patch_size, resolution_scale_rates, channel_multipliers,
                                          encoder_num_blocks, decoder_num_blocks, quant_level, quantizer_opt))
@@ -313,7 +319,7 @@ class SinCAVQFRv1(VQGANv1Parts, VQRestorer):
 
     def __init__(self, bottleneck=None, img_size=512, base_channels=128, proj_patch_size=32,
                  resolution_scale_rates=(1, 2, 2, 2, 2, 2), channel_multipliers=(1, 1, 2, 2, 2, 4),
-                 encoder_num_blocks=2, decoder_num_blocks=3, quant_level=(QUANT_LEVEL, ), fix_keys=('embedding', ),
+                 encoder_num_blocks=2, decoder_num_blocks=3, quant_level=None, fix_keys=('embedding', ),
                  inpfeat_extraction_opt=None, align_from_patch=32, align_opt=None, quantizer_opt=None):
         super().__init__()
         config = vqgan_v1_config(base_channels, proj_patch_size, resolution_scale_rates, channel_multipliers,
@@ -417,7 +423,7 @@ class VQFRv1(SinCAVQFRv1):
 
     def __init__(self, base_channels=128, proj_patch_size=32, resolution_scale_rates=(1, 2, 2, 2, 2, 2),
                  channel_multipliers=(1, 1, 2, 2, 2, 4), encoder_num_blocks=2, decoder_num_blocks=3,
-                 quant_level=(QUANT_LEVEL, ), fix_keys=('embedding', ), inpfeat_extraction_opt=None,
+                 quant_level=None, fix_keys=('embedding', ), inpfeat_extraction_opt=None,
                  align_from_patch=32, align_opt=None, quantizer_opt=None):
         super().__init__('nearest', 512, base_channels, proj_patch_size, resolution_scale_rates, channel_multipliers,
                          encoder_num_blocks, decoder_num_blocks, quant_level, fix_keys, inpfeat_extraction_opt,
@@ -429,5 +435,6 @@ class VQFRv1(SinCAVQFRv1):
         if 'dec' in return_keys:
             res['dec'] = out.context['texture_dec']
         if 'feat_dict' in return_keys:
-            res['feat_dict'] = {QUANT_LEVEL: {'z_conv': out.latents[0], 'z_quant_before_conv': out.bottlenecks[0].feat}}
+            res['feat_dict'] = {self.quantizer.level_name: {'z_conv': out.latents[0],
+                                                            'z_quant_before_conv': out.bottlenecks[0].feat}}
         return res

@@ -178,3 +178,19 @@ def test_every_bottleneck_in_codeformer(bottleneck):
     if bottleneck['type'] != 'index':  # everything but the position table works at any size divisible by 8
         with torch.no_grad():
             assert net(torch.rand(1, 3, 96, 128), w=0.5).image.shape == (1, 3, 96, 128)
+
+
+def test_patch_discriminator_spectral_norm_option():
+    """VQFR's PatchGAN: ``spectral_norm=True`` normalises every conv (largest singular value ~1 after power
+    iterations in training mode); the default keeps CodeFormer's plain keys."""
+    from basicsr_sinca.archs.codeformer_arch import VQGANDiscriminator
+    torch.manual_seed(0)
+    plain, sn = VQGANDiscriminator(ndf=16, n_layers=2), VQGANDiscriminator(ndf=16, n_layers=2, spectral_norm=True)
+    assert 'main.0.weight' in plain.state_dict() and 'main.0.parametrizations.weight.original' in sn.state_dict()
+    x = torch.rand(2, 3, 32, 32)
+    for _ in range(30):
+        sn(x)
+    convs = [m for m in sn.main if isinstance(m, torch.nn.Conv2d)]
+    assert len(convs) == 4
+    for conv in convs:
+        assert abs(torch.linalg.matrix_norm(conv.weight.flatten(1), ord=2).item() - 1) < 0.05

@@ -68,3 +68,16 @@ def test_contract_twin_and_prior():
         VQFRv2(**dict(TINY, quantizer_opt={'num_codes': 16}))
     with pytest.raises(ValueError, match='code_selection_mode'):
         VQFRv2(code_selection_mode='predict')
+
+
+def test_released_v2_predicts_codes_at_other_sizes():
+    """Upstream reshapes the predicted indices with the hard-coded spatial_size (16 rows), so its 'Predict' mode fails
+    unless the input is 512x512; ours takes the grid the encoder gives (released constructor, 64x64 and 96x64)."""
+    torch.manual_seed(0)
+    net = VQFRv2(quantizer_opt={'type': 'L2VectorQuantizer', 'num_code': 1024, 'code_dim': 256,
+                                'spatial_size': [16, 16]}).eval()
+    for h, w in ((64, 64), (96, 64)):
+        with torch.no_grad():
+            res = net(torch.rand(1, 3, h, w) * 2 - 1, fidelity_ratio=0.1)
+        assert res['quant_logit'].shape == (1, h // 32 * w // 32, 1024) and res['main_dec'].shape == (1, 3, h, w)
+        assert torch.isfinite(res['main_dec']).all()

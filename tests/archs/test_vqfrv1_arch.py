@@ -8,7 +8,7 @@ from basicsr_sinca.archs.vqfrv1_arch import SinCAVQFRv1, VQFRv1, VQGANv1
 
 TINY = dict(base_channels=32, resolution_scale_rates=[1, 2], channel_multipliers=[1, 2], proj_patch_size=2,
             encoder_num_blocks=1, decoder_num_blocks=1, align_from_patch=2,
-            quantizer_opt={'Level_32': {'in_dim': 64, 'num_code': 16, 'code_dim': 32}})
+            quantizer_opt={'Level_2': {'in_dim': 64, 'num_code': 16, 'code_dim': 32}})
 
 
 def test_golden_vqfr_v1(tmp_path):
@@ -48,16 +48,16 @@ def test_twin_trains_what_it_is_told():
                        fix_keys=['embedding', 'post_quant_conv', 'decoder.', 'main_decoder', 'inpfeat_extraction'])
     trainable = {n.split('.')[0] for n, p in twin.named_parameters() if p.requires_grad}
     assert trainable == {'encoder', 'quantizer', 'bottleneck'}
-    assert not twin.quantizer.quantize_dict.Level_32.post_quant_conv.weight.requires_grad
+    assert not twin.quantizer.level.post_quant_conv.weight.requires_grad
     twin(torch.rand(1, 3, 8, 8) * 2 - 1).image.mean().backward()
     assert twin.encoder.conv_in.weight.grad is not None
-    assert twin.quantizer.quantize_dict.Level_32.quant_conv.weight.grad is not None
+    assert twin.quantizer.level.quant_conv.weight.grad is not None
 
 
 @pytest.mark.parametrize('change, message', [
-    ({'quant_level': ['Level_16']}, 'quant_level'),
+    ({'quant_level': ['Level_1']}, 'quant_level'),
     ({'proj_patch_size': 4}, 'proj_patch_size'),
-    ({'quantizer_opt': {'Level_32': {'in_dim': 64, 'num_codes': 16}}}, 'unknown keys'),
+    ({'quantizer_opt': {'Level_2': {'in_dim': 64, 'num_codes': 16}}}, 'unknown keys'),
     ({'align_opt': {'Level_2': {'cond_downscale_rate': 4}, 'Level_1': {}}}, 'cond_downscale_rate'),
 ])
 def test_option_errors_name_the_key(change, message):
