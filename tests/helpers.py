@@ -233,3 +233,21 @@ def peak_rss_mb(fn):
     result = fn()
     hwm = int([line for line in open('/proc/self/status') if line.startswith('VmHWM')][0].split()[1])
     return result, (hwm - rss) / 1024
+
+
+def assert_face_stage_overfits(root, opt_path, name, iters=40, key='l_feat_match', ratio=0.3):
+    """Train ``opt_path`` on two fixed tiny faces (fixed degradations, no flips, batch 2: every iteration sees the
+    same batch) for ``iters`` iterations through the entry point; the mean of ``key`` over the last three iterations
+    must fall below ``ratio`` times that of the first three."""
+    two = root / 'datasets' / 'two'
+    two.mkdir(exist_ok=True)
+    for face in ('face_000.png', 'face_001.png'):
+        (two / face).write_bytes((root / 'datasets' / 'tiny_faces' / face).read_bytes())
+    args = ['-opt', opt_path, '--force_yml', f'name={name}', f'train:total_iter={iters}', 'datasets:train:seed=7',
+            'datasets:train:use_hflip=false', 'datasets:train:dataroot_gt=datasets/two', 'val:val_freq=1000',
+            'logger:save_checkpoint_freq=1000']
+    run_cmd(entry_cmd('train', *args), cwd=root)
+    values = logged_values(read_train_log(root / 'experiments' / name), key)
+    assert len(values) == iters
+    start, end = sum(values[:3]) / 3, sum(values[-3:]) / 3
+    assert end < ratio * start, (start, end)

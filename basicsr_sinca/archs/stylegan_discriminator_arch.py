@@ -484,3 +484,32 @@ class SWAGANDiscriminator(nn.Module):
             features = block(features)
         _, features = self.from_wavelets[-1](wavelets, features)
         return self.head(features)
+
+
+@ARCH_REGISTRY.register()
+class ComponentDiscriminator(nn.Module):
+    """Facial-component discriminator (GFPGAN / RestoreFormer: one per left eye, right eye, mouth) on RoI crops.
+
+    ``conv1`` (3 -> 64), ``conv2`` (64 -> 128, blurred stride 2), ``conv3`` (128), ``conv4`` (128 -> 256, stride 2),
+    ``conv5`` (256), ``final_conv`` (256 -> 1, no activation): StyleGAN2 conv layers, patch logits at 1/4 of the crop.
+    Registered under its own name (GFPGAN and RestoreFormer both register ``FacialComponentDiscriminator``).
+
+    Args:
+        resample_kernel (Sequence[float]): 1-D blur taps before the strided convs. Default: (1, 3, 3, 1).
+    """
+
+    def __init__(self, resample_kernel=(1, 3, 3, 1)):
+        super().__init__()
+        self.conv1 = ConvLayer(3, 64, 3, resample_kernel=resample_kernel)
+        self.conv2 = ConvLayer(64, 128, 3, downsample=True, resample_kernel=resample_kernel)
+        self.conv3 = ConvLayer(128, 128, 3, resample_kernel=resample_kernel)
+        self.conv4 = ConvLayer(128, 256, 3, downsample=True, resample_kernel=resample_kernel)
+        self.conv5 = ConvLayer(256, 256, 3, resample_kernel=resample_kernel)
+        self.final_conv = ConvLayer(256, 1, 3, activate=False)
+
+    def forward(self, x, return_feats=False):
+        """Crops (B, 3, S, S) -> logits (B, 1, S/4, S/4) and, with ``return_feats``, the features after ``conv3``
+        and ``conv5`` (for the Gram style term), else None."""
+        mid = self.conv3(self.conv2(self.conv1(x)))
+        top = self.conv5(self.conv4(mid))
+        return self.final_conv(top), ([mid, top] if return_feats else None)

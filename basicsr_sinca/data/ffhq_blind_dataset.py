@@ -104,6 +104,28 @@ class BlindDegradation:
         return cv2.resize(lq, (out_size, out_size), interpolation=cv2.INTER_LINEAR)
 
 
+def read_component_landmarks(path):
+    """Facial-component landmarks from ``.json`` or a torch file, read with ``weights_only`` (numpy arrays in the file
+    are allowed: array reconstruction runs no code of the file)."""
+    import json
+    if not osp.isfile(path):
+        raise ValueError(f'component_path: file not found: {path} (GFPGAN\'s FFHQ_eye_mouth_landmarks_512.pth)')
+    if path.lower().endswith('.json'):
+        with open(path, encoding='utf-8') as f:
+            return json.load(f)
+    import importlib
+    names = torch.serialization.get_unsafe_globals_in_checkpoint(path)
+    if any(not n.startswith('numpy.') for n in names):
+        raise ValueError(f'component_path: {path} holds objects other than tensors, lists and numpy arrays: '
+                         f'{sorted(n for n in names if not n.startswith("numpy."))}')
+    allowed = [np.ndarray, np.dtype] + [getattr(np.dtypes, n) for n in dir(np.dtypes) if n.endswith('DType')]
+    for name in names:
+        module, _, attr = name.rpartition('.')
+        allowed.append(getattr(importlib.import_module(module), attr))
+    with torch.serialization.safe_globals(allowed):
+        return torch.load(path, map_location='cpu', weights_only=True)
+
+
 @DATASET_REGISTRY.register()
 class FFHQBlindDataset(data.Dataset):
     """Aligned faces with CodeFormer's on-the-fly blind degradation; tensors in [-1, 1] (mean = std = 0.5).
@@ -124,9 +146,17 @@ class FFHQBlindDataset(data.Dataset):
             color_jitter_pt_prob (float): LQ-only brightness/contrast/saturation/hue jitter. Default: 0.
             gray_prob (float): LQ converted to gray. Default: 0. ``gt_gray: true`` also grays the GT.
             seed (int, optional): Fixed per-sample degradations (see module docstring).
+            crop_components (bool): Also return facial-component boxes (RestoreFormer / GFPGAN component
+                discriminators). Default: False. Needs ``component_path``: landmarks of the 512 px faces,
+                ``{key: {'left_eye' | 'right_eye' | 'mouth': [x, y, half_size]}}`` (GFPGAN's
+                ``FFHQ_eye_mouth_landmarks_512.pth``, read without running code, or the same as ``.json``), keyed
+                by the image's file stem, else by the zero-padded number ``%08d`` of the stem or of the sample's
+                index. ``eye_enlarge_ratio`` (default 1.4) widens the eye boxes.
 
     Returns (per item):
-        dict: ``lq`` (3, in_size, in_size), ``gt`` (3, gt_size, gt_size), ``gt_path``, ``lq_path``.
+        dict: ``lq`` (3, in_size, in_size), ``gt`` (3, gt_size, gt_size), ``gt_path``, ``lq_path``; with
+        ``crop_components`` also ``loc_left_eye``, ``loc_right_eye``, ``loc_mouth``: (4,) boxes
+        ``[x1, y1, x2, y2]`` in GT pixels (eyes swapped and mirrored with the flip).
     """
 
     # defaults: CodeFormer stage 2 (and the "large" degradation of stage 3)
@@ -151,6 +181,7 @@ class FFHQBlindDataset(data.Dataset):
         self.use_hflip = bool(opt.get('use_hflip', True)) and opt.get('phase', 'train') == 'train'
         self.use_corrupt = bool(opt.get('use_corrupt', True))
         self.seed = opt.get('seed')
+        self.components = None  # landmarks, read on first use (crop_components)
         self.degradation = self.build_degradation(opt, self.default_ranges, '')
         self.color_jitter_prob = _check_prob(f'{self.where}.color_jitter_prob', opt.get('color_jitter_prob'))
         self.color_jitter_shift = float(opt.get('color_jitter_shift', 20)) / 255.0
@@ -229,12 +260,37 @@ class FFHQBlindDataset(data.Dataset):
         return t.clamp(0, 1)
 
     def load(self, index):
-        """GT image (flipped at random in training), its path and the sample's generator."""
+        """GT image (flipped at random in training), its path and the sample's generator; the flip is kept in
+        ``self.flipped`` for the component boxes."""
         rng = sample_rng(self.seed, index)
         img_gt, path = self.read_gt(index)
-        if self.use_hflip and rng.uniform() < 0.5:
+        self.flipped = self.use_hflip and rng.uniform() < 0.5
+        if self.flipped:
             img_gt = np.ascontiguousarray(img_gt[:, ::-1])
         return img_gt, path, rng
+
+    def component_boxes(self, index, path, flipped):
+        """``{'loc_left_eye', 'loc_right_eye', 'loc_mouth'}`` boxes of sample ``index`` (see the class docstring)."""
+        if self.components is None:
+            if not self.opt.get('component_path'):
+                raise ValueError(f'{self.where}.component_path: crop_components needs the landmark file '
+                                 '(FFHQ_eye_mouth_landmarks_512.pth)')
+            self.components = read_component_landmarks(self.opt['component_path'])
+        stem = osp.splitext(osp.basename(path))[0]
+        keys = [stem] + ([f'{int(stem):08d}'] if stem.isdigit() else []) + [f'{index:08d}']
+        entry = next((self.components[k] for k in keys if k in self.components), None)
+        if entry is None:
+            raise ValueError(f"{self.where}.component_path: no landmarks for {path} (looked for {', '.join(keys)})")
+        parts = {name: [float(v) for v in entry[name]] for name in ('left_eye', 'right_eye', 'mouth')}
+        if flipped:  # the left eye becomes the right one, x mirrored
+            parts = {'left_eye': parts['right_eye'], 'right_eye': parts['left_eye'], 'mouth': parts['mouth']}
+            parts = {name: [512 - x, y, h] for name, (x, y, h) in parts.items()}
+        scale, ratio = self.gt_size / 512, float(self.opt.get('eye_enlarge_ratio', 1.4))
+        boxes = {}
+        for name, (x, y, half) in parts.items():
+            half = half * (ratio if name.endswith('eye') else 1.0)
+            boxes[f'loc_{name}'] = torch.tensor([x - half, y - half, x + half, y + half], dtype=torch.float32) * scale
+        return boxes
 
     def gt_tensor(self, img_gt, gray):
         if gray and self.gt_gray:
@@ -243,8 +299,12 @@ class FFHQBlindDataset(data.Dataset):
 
     def __getitem__(self, index):
         img_gt, path, rng = self.load(index)
+        flipped = self.flipped
         lq, grayed = self.make_lq(img_gt, self.degradation, rng)
-        return {'lq': lq, 'gt': self.gt_tensor(img_gt, grayed), 'gt_path': path, 'lq_path': path}
+        item = {'lq': lq, 'gt': self.gt_tensor(img_gt, grayed), 'gt_path': path, 'lq_path': path}
+        if self.opt.get('crop_components'):
+            item.update(self.component_boxes(index, path, flipped))
+        return item
 
 
 @DATASET_REGISTRY.register()

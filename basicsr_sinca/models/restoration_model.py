@@ -129,9 +129,7 @@ class VQRestorationModel(SinCABaseModel):
 
     def generator_loss(self, current_iter, loss_dict):
         targets = self.prior_targets(self.gt)
-        wants_image = (self.cri_pix is not None or self.cri_perceptual is not None or self.has_gan or
-                       bool(self.output_losses))
-        output = self.last_output = self.net_g(self.lq, code_only=not wants_image)
+        output = self.last_output = self.net_g(self.lq, code_only=not self.needs_image())
         total = self.code_losses(output, targets, loss_dict)
         if output.image is not None:
             self.output = output.image
@@ -140,6 +138,11 @@ class VQRestorationModel(SinCABaseModel):
                 recon = recon + self.context_image_losses(self.context_output(output, key), key, losses, loss_dict)
             total = total + recon + self.gan_terms(current_iter, output, recon, loss_dict)
         return total
+
+    def needs_image(self):
+        """Whether a training step decodes (some loss looks at images); code-only passes otherwise."""
+        return (self.cri_pix is not None or self.cri_perceptual is not None or self.has_gan or
+                bool(self.output_losses))
 
     @staticmethod
     def context_output(output, key):

@@ -237,3 +237,16 @@ def test_no_compiled_ops_are_used(monkeypatch):
     monkeypatch.setattr(upfirdn2d, 'upfirdn2d', boom)
     for kind in ('stylegan2_sn', 'swagan'):
         make_net(kind, 16)(torch.randn(2, 3, 16, 16)).sum().backward()
+
+
+def test_component_discriminator_logits_and_features():
+    from basicsr_sinca.archs.stylegan_discriminator_arch import ComponentDiscriminator
+    torch.manual_seed(0)
+    d = ComponentDiscriminator()
+    x = torch.rand(2, 3, 80, 80, requires_grad=True)
+    logits, feats = d(x, return_feats=True)
+    assert logits.shape == (2, 1, 20, 20)
+    assert [tuple(f.shape) for f in feats] == [(2, 128, 40, 40), (2, 256, 20, 20)]
+    assert d(x)[1] is None
+    logits.mean().backward()
+    assert x.grad is not None and all(p.grad is not None for p in d.parameters())

@@ -113,3 +113,57 @@ def test_empty_folder_and_bad_image(tmp_path):
     (tmp_path / 'bad.png').write_bytes(b'not a png')
     with pytest.raises(ValueError, match='cannot decode image .*bad.png'):
         FFHQBlindDataset(_opt(str(tmp_path)))[0]
+
+
+def _landmarks(faces):
+    import os
+    stems = sorted(os.path.splitext(f)[0] for f in os.listdir(faces))
+    # on the 512 px frame: left eye at x 200, right eye at x 312, mouth at (256, 380)
+    return {stem: {'left_eye': [200.0, 250.0, 20.0], 'right_eye': [312.0, 250.0, 20.0], 'mouth': [256.0, 380.0, 40.0]}
+            for stem in stems}
+
+
+def test_component_boxes_follow_flips_and_size(faces, tmp_path):
+    import json
+    path = tmp_path / 'landmarks.json'
+    path.write_text(json.dumps(_landmarks(faces)))
+    ds = FFHQBlindDataset(_opt(faces, crop_components=True, component_path=str(path), eye_enlarge_ratio=1.5,
+                               use_hflip=True, seed=0))
+    s = 96 / 512
+    flips = set()
+    for i in range(len(ds)):
+        item = ds[i]
+        flips.add(ds.flipped)
+        left, right, mouth = item['loc_left_eye'], item['loc_right_eye'], item['loc_mouth']
+        assert torch.allclose(mouth, torch.tensor([216.0, 340.0, 296.0, 420.0]) * s)  # symmetric: same after a flip
+        # eyes widened by 1.5; after a flip the left box is the mirrored right eye (512 - 312 = 200 again)
+        assert torch.allclose(left, torch.tensor([170.0, 220.0, 230.0, 280.0]) * s)
+        assert torch.allclose(right, torch.tensor([282.0, 220.0, 342.0, 280.0]) * s)
+    assert flips == {True, False}
+    asym = {k: dict(v, left_eye=[190.0, 250.0, 20.0]) for k, v in _landmarks(faces).items()}
+    path.write_text(json.dumps(asym))
+    ds = FFHQBlindDataset(_opt(faces, crop_components=True, component_path=str(path), eye_enlarge_ratio=1.0,
+                               use_hflip=True, seed=0))
+    for i in range(len(ds)):
+        item = ds[i]
+        right_x = (512 - 190.0) if ds.flipped else 312.0  # flipped: the old left eye, mirrored, is the right one
+        assert torch.isclose(item['loc_right_eye'][0], torch.tensor((right_x - 20) * s))
+
+
+def test_component_landmark_files(faces, tmp_path):
+    landmarks = {k: {name: np.array(v) for name, v in parts.items()} for k, parts in _landmarks(faces).items()}
+    torch.save(landmarks, tmp_path / 'landmarks.pth')  # numpy arrays, as GFPGAN's file: read without running code
+    ds = FFHQBlindDataset(_opt(faces, crop_components=True, component_path=str(tmp_path / 'landmarks.pth')))
+    assert ds[0]['loc_mouth'].shape == (4, )
+
+    import datetime
+    torch.save({'face_000': datetime.date(2020, 1, 1)}, tmp_path / 'evil.pth')  # any non-array object is refused
+    ds = FFHQBlindDataset(_opt(faces, crop_components=True, component_path=str(tmp_path / 'evil.pth')))
+    with pytest.raises(ValueError, match='holds objects other than tensors'):
+        ds[0]
+    ds = FFHQBlindDataset(_opt(faces, crop_components=True, component_path=str(tmp_path / 'landmarks.pth')))
+    ds.components = {'other': {}}
+    with pytest.raises(ValueError, match=r'no landmarks for .*face_000\.png \(looked for face_000, 00000000\)'):
+        ds[0]
+    with pytest.raises(ValueError, match='component_path: crop_components needs the landmark file'):
+        FFHQBlindDataset(_opt(faces, crop_components=True))[0]

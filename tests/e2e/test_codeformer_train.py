@@ -4,7 +4,8 @@ from os import path as osp
 
 import pytest
 import torch
-from helpers import REPO, entry_cmd, logged_values, make_tiny_codeformer_workdir, read_train_log, run_cmd
+from helpers import (REPO, assert_face_stage_overfits, entry_cmd, logged_values, make_tiny_codeformer_workdir,
+                     read_train_log, run_cmd)
 
 from basicsr_sinca.utils.inference import build_net_from_options
 
@@ -90,22 +91,9 @@ def test_stage3_from_stage2(stage2_sinca, workdir):
     assert '# psnr:' in log
 
 
-def test_stage2_sinca_overfits_a_fixed_batch(workdir, tmp_path):
-    """Two images, fixed degradations, no flips, batch 2: every iteration sees the same batch."""
+def test_stage2_sinca_overfits_a_fixed_batch(workdir):
     root, _ = workdir
-    args = ['-opt', osp.join(TINY, 'stage2_sinca.yml'), '--force_yml', 'name=tiny_overfit', 'train:total_iter=40',
-            'datasets:train:seed=7', 'datasets:train:use_hflip=false', 'datasets:train:dataroot_gt=datasets/two',
-            'val:val_freq=1000', 'logger:save_checkpoint_freq=1000']
-    two = root / 'datasets' / 'two'
-    two.mkdir(exist_ok=True)
-    for name in ('face_000.png', 'face_001.png'):
-        (two / name).write_bytes((root / 'datasets' / 'tiny_faces' / name).read_bytes())
-    run_cmd(entry_cmd('train', *args), cwd=root)
-    log = read_train_log(root / 'experiments' / 'tiny_overfit')
-    match = logged_values(log, 'l_feat_match')
-    assert len(match) == 40
-    start, end = sum(match[:3]) / 3, sum(match[-3:]) / 3
-    assert end < 0.3 * start, (start, end)
+    assert_face_stage_overfits(root, osp.join(TINY, 'stage2_sinca.yml'), 'tiny_overfit')
 
 
 def test_test_pipeline_on_stage2_result(stage2_sinca, workdir):

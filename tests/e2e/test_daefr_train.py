@@ -8,7 +8,7 @@ from os import path as osp
 
 import pytest
 import torch
-from helpers import REPO, entry_cmd, logged_values, read_train_log, run_cmd
+from helpers import REPO, assert_face_stage_overfits, entry_cmd, logged_values, read_train_log, run_cmd
 
 TINY = osp.join(REPO, 'options', 'train', 'daefr', 'tiny')
 STAGES = ('hq_codebook', 'lq_codebook', 'association', 'final_sinca', 'final_retrain')
@@ -79,18 +79,7 @@ def test_final_stage_starts_from_the_stage_files_and_keeps_frozen_parts(chain):
 
 
 def test_final_sinca_overfits_a_fixed_batch(chain):
-    two = chain / 'datasets' / 'two'
-    two.mkdir(exist_ok=True)
-    for name in ('face_000.png', 'face_001.png'):
-        (two / name).write_bytes((chain / 'datasets' / 'tiny_faces' / name).read_bytes())
-    args = ['-opt', osp.join(TINY, 'final_sinca.yml'), '--force_yml', 'name=tiny_daefr_overfit', 'train:total_iter=40',
-            'datasets:train:seed=7', 'datasets:train:use_hflip=false', 'datasets:train:dataroot_gt=datasets/two',
-            'val:val_freq=1000', 'logger:save_checkpoint_freq=1000']
-    run_cmd(entry_cmd('train', *args), cwd=chain)
-    match = logged_values(read_train_log(chain / 'experiments' / 'tiny_daefr_overfit'), 'l_feat_match')
-    assert len(match) == 40
-    start, end = sum(match[:3]) / 3, sum(match[-3:]) / 3
-    assert end < 0.3 * start, (start, end)
+    assert_face_stage_overfits(chain, osp.join(TINY, 'final_sinca.yml'), 'tiny_daefr_overfit')
 
 
 def test_test_pipeline_and_face_inference(chain, tmp_path, capsys):

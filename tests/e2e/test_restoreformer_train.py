@@ -69,3 +69,19 @@ def test_test_pipeline_face_inference_and_lightning_file(chain, tmp_path):
     rc = inference_face.main(['-i', str(chain / 'datasets' / 'tiny_faces'), '-o', str(tmp_path / 'out'),
                               '--has_aligned', '--opt', osp.join(TINY, 'retrain.yml'), '--model_path', str(ckpt)])
     assert rc == 0 and len(os.listdir(tmp_path / 'out' / 'restored_faces')) == 6
+
+
+def test_full_retrain_loss_with_components_and_identity_runs(chain):
+    """RestoreFormer's whole objective for one iteration through the entry point: the re-train's terms plus three
+    facial-component discriminators on landmark boxes and a random ArcFace identity loss."""
+    import json
+    marks = {f'face_{i:03d}': {'left_eye': [200, 250, 24], 'right_eye': [312, 250, 24], 'mouth': [256, 380, 48]}
+             for i in range(6)}
+    (chain / 'datasets' / 'tiny_landmarks.json').write_text(json.dumps(marks))
+    run_cmd(entry_cmd('train', '-opt', osp.join(TINY, 'retrain_components.yml')), cwd=chain)
+    log = read_train_log(chain / 'experiments' / 'tiny_RestoreFormer_retrain_components')
+    for key in ('l_pix', 'l_percep', 'l_style', 'l_feat_lq', 'l_g_gan', 'l_identity', 'l_g_left_eye',
+                'l_g_style_mouth', 'l_d_right_eye', 'l_d_real'):
+        assert len(logged_values(log, key)) == 1, key
+    models = chain / 'experiments' / 'tiny_RestoreFormer_retrain_components' / 'models'
+    assert (models / 'net_d_component_1.pth').is_file() and (models / 'net_g_1.pth').is_file()

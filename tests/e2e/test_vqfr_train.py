@@ -6,7 +6,7 @@ from os import path as osp
 
 import pytest
 import torch
-from helpers import REPO, entry_cmd, logged_values, read_train_log, run_cmd
+from helpers import REPO, assert_face_stage_overfits, entry_cmd, logged_values, read_train_log, run_cmd
 
 TINY = osp.join(REPO, 'options', 'train', 'vqfr', 'tiny')
 STAGES = {'vqgan_v2': 'tiny_VQFR_VQGANv2', 'v2_retrain': 'tiny_VQFR_v2_retrain', 'v2_sinca': 'tiny_VQFR_v2_sinca',
@@ -64,18 +64,7 @@ def test_v2_sinca_trains_only_encoder_and_bottleneck(chain):
 
 
 def test_v2_sinca_overfits_a_fixed_batch(chain):
-    two = chain / 'datasets' / 'two'
-    two.mkdir(exist_ok=True)
-    for name in ('face_000.png', 'face_001.png'):
-        (two / name).write_bytes((chain / 'datasets' / 'tiny_faces' / name).read_bytes())
-    args = ['-opt', osp.join(TINY, 'v2_sinca.yml'), '--force_yml', 'name=tiny_vqfr_overfit', 'train:total_iter=40',
-            'datasets:train:seed=7', 'datasets:train:use_hflip=false', 'datasets:train:dataroot_gt=datasets/two',
-            'val:val_freq=1000', 'logger:save_checkpoint_freq=1000']
-    run_cmd(entry_cmd('train', *args), cwd=chain)
-    match = logged_values(read_train_log(chain / 'experiments' / 'tiny_vqfr_overfit'), 'l_feat_match')
-    assert len(match) == 40
-    start, end = sum(match[:3]) / 3, sum(match[-3:]) / 3
-    assert end < 0.3 * start, (start, end)
+    assert_face_stage_overfits(chain, osp.join(TINY, 'v2_sinca.yml'), 'tiny_vqfr_overfit')
 
 
 def test_v1_prior_kmeans_warmup(chain):
