@@ -11,10 +11,10 @@ REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 
 
 def tiny_sr_options(data_root, name, total_iter=20, **overrides):
-    """A tiny MSRResNet/SRModel option dict on the pairs written by ``write_sr_pairs`` (x2, 64 px GT)."""
+    """A tiny MSRResNet/SinCASRModel option dict on the pairs written by ``write_sr_pairs`` (x2, 64 px GT)."""
     opt = {
         'name': name,
-        'model_type': 'SRModel',
+        'model_type': 'SinCASRModel',
         'scale': 2,
         'num_gpu': 0,
         'manual_seed': 0,

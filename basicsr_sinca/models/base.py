@@ -10,6 +10,7 @@ A stage implements :meth:`SinCABaseModel.generator_loss` (its forward and loss t
 """
 from collections import OrderedDict
 from contextlib import contextmanager
+from os import path as osp
 
 import torch
 from basicsr.archs import build_network
@@ -17,9 +18,12 @@ from basicsr.losses import build_loss
 from basicsr.losses.gan_loss import r1_penalty
 from basicsr.models.sr_model import SRModel
 from basicsr.utils import get_root_logger
+from basicsr.utils.dist_util import master_only
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 
 from basicsr_sinca.utils.checkpoint import load_state_dict_report, read_state_dict
+from basicsr_sinca.utils.file_io import atomic_torch_save
 from basicsr_sinca.utils.options import OptionError
 
 __all__ = ['SinCABaseModel', 'NamedDiscriminators', 'RENAMED_OPTIONS', 'GAN_BRANCH_DEFAULTS', 'check_renamed_options']
@@ -369,6 +373,53 @@ class SinCABaseModel(SRModel):
                               param_key='params_ema' if hasattr(self, 'net_g_ema') else 'params')
             if hasattr(self, 'net_d'):
                 self.save_network(self.net_d, 'net_d', 'best')
+
+    # ------------------------------------------------------ BasicSR fixes that hold under any entry point
+    def model_to_device(self, net):
+        """BasicSR's placement; a distributed run without CUDA gets DDP without ``device_ids`` (BasicSR passes the
+        current CUDA device, which does not exist on a CPU machine)."""
+        if self.opt['dist'] and not torch.cuda.is_available():
+            return DistributedDataParallel(net.to(self.device),
+                                           find_unused_parameters=self.opt.get('find_unused_parameters', False))
+        return super().model_to_device(net)
+
+    @master_only
+    def save_network(self, net, net_label, current_iter, param_key='params'):
+        """``{net_label}_{iter}.pth`` (``latest`` for -1) in BasicSR's layout ``{param_key: state_dict}``, written
+        atomically: a kill during the save never leaves a truncated file for ``--auto_resume`` to pick up."""
+        nets = net if isinstance(net, list) else [net]
+        keys = param_key if isinstance(param_key, list) else [param_key]
+        if len(nets) != len(keys):
+            raise ValueError(f'save_network: {len(nets)} networks but {len(keys)} param keys')
+        save_dict = {}
+        for net_, key in zip(nets, keys):
+            state_dict = self.get_bare_model(net_).state_dict()
+            save_dict[key] = {(k[7:] if k.startswith('module.') else k): v.cpu() for k, v in state_dict.items()}
+        tag = 'latest' if current_iter == -1 else current_iter
+        atomic_torch_save(save_dict, osp.join(self.opt['path']['models'], f'{net_label}_{tag}.pth'))
+
+    @master_only
+    def save_training_state(self, epoch, current_iter):
+        """``{iter}.state`` (epoch, iteration, optimizer and scheduler states), written atomically; nothing for the
+        final save (-1)."""
+        if current_iter == -1:
+            return
+        state = {'epoch': epoch, 'iter': current_iter, 'optimizers': [o.state_dict() for o in self.optimizers],
+                 'schedulers': [s.state_dict() for s in self.schedulers]}
+        atomic_torch_save(state, osp.join(self.opt['path']['training_states'], f'{current_iter}.state'))
+
+    def resume_training(self, resume_state):
+        """Load optimizer and scheduler states (optimizer states follow their parameters' device, so a state read
+        onto the CPU resumes on either); a count that differs from this model's is an error naming both."""
+        for what, saved, mine in (('optimizers', resume_state['optimizers'], self.optimizers),
+                                  ('schedulers', resume_state['schedulers'], self.schedulers)):
+            if len(saved) != len(mine):
+                raise ValueError(f'path.resume_state: the state holds {len(saved)} {what}, this model has {len(mine)} '
+                                 '(was it saved by another model_type or stage?)')
+        for optimizer, state in zip(self.optimizers, resume_state['optimizers']):
+            optimizer.load_state_dict(state)
+        for scheduler, state in zip(self.schedulers, resume_state['schedulers']):
+            scheduler.load_state_dict(state)
 
     def save(self, epoch, current_iter):
         if hasattr(self, 'net_g_ema'):

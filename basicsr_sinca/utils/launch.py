@@ -1,15 +1,15 @@
 """Shared command line of ``basicsr_sinca/train.py`` and ``basicsr_sinca/test.py``.
 
-Resolves the option file (``_base_``, ``--force_yml``), validates it, writes the resolved plain YAML that
-BasicSR reads (and copies into the experiment folder), installs the CPU/atomic-save fixes of
-:mod:`basicsr_sinca.compat` and runs BasicSR's own train or test pipeline with the current directory as
-root: experiments go to ``./experiments``, results to ``./results``.
+Resolves the option file (a path, or the bare name of a packaged file such as ``codeformer_sinca``; ``_base_``,
+``--force_yml``), validates it, imports the plugins it names and runs the package's train or test pipeline
+(:mod:`basicsr_sinca.utils.pipeline`: BasicSR's loop with its CPU and resume fixes, nothing of BasicSR
+replaced) with the current directory as root: experiments go to ``./experiments``, results to ``./results``.
+The resolved options are copied into the experiment (results) folder as a flat file BasicSR's own entry can
+read.
 """
 import argparse
 import os
-import shutil
 import sys
-import tempfile
 import traceback
 
 __all__ = ['build_parser', 'main']
@@ -27,7 +27,9 @@ def build_parser(is_train):
         f'the {"experiment" if is_train else "results"} folder. Outputs go under the current directory '
         f'(./{"experiments" if is_train else "results"}/<name>) unless '
         f'path.{"experiments" if is_train else "results"}_root is set.')
-    parser.add_argument('-opt', required=True, metavar='YML', help='path to the option YAML file')
+    parser.add_argument('-opt', required=True, metavar='YML',
+                        help='option YAML file: a path, or the name of a file shipped with the package '
+                        '(e.g. codeformer_sinca, train/codeformer/tiny/stage2_sinca)')
     parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm'], default='none',
                         help='job launcher: none (single process), pytorch (torchrun; gloo on CPU, nccl on GPU), slurm')
     if is_train:
@@ -49,45 +51,35 @@ def _fail(message):
 
 
 def main(is_train, argv=None):
-    """Run BasicSR's train (``is_train=True``) or test pipeline; returns the exit code."""
+    """Run the package's train (``is_train=True``) or test pipeline; returns the exit code."""
     args = build_parser(is_train).parse_args(argv)
     show_traceback = args.debug or os.environ.get('SINCA_TRACEBACK') == '1'
 
     import basicsr_sinca  # noqa: F401  (registers archs, models, ... into BasicSR's registries)
-    from basicsr_sinca.compat import patch_basicsr
-    from basicsr_sinca.utils.options import (OptionError, apply_force_yml, check_options, dump_options, load_options,
-                                             write_resolved)
+    from basicsr_sinca.utils.options import (OptionError, apply_force_yml, check_options, dump_options, import_plugins,
+                                             load_options, resolve_option_file)
 
     try:
-        opt = load_options(args.opt)
+        opt_path = resolve_option_file(args.opt)
+        opt = load_options(opt_path)
         apply_force_yml(opt, args.force_yml)
         if args.print_opt:
             sys.stdout.write(dump_options(opt))
             return 0
+        import_plugins(opt)
         resuming = bool(getattr(args, 'auto_resume', False) or (opt.get('path') or {}).get('resume_state'))
         check_options(opt, is_train=is_train, resuming=resuming)
     except OptionError as err:
         return _fail(str(err))
 
-    tmp_dir = tempfile.mkdtemp(prefix='sinca_opt_')
     try:
-        resolved = write_resolved(opt, args.opt, tmp_dir)
-        basicsr_argv = [sys.argv[0], '-opt', resolved, '--launcher', args.launcher]
-        if getattr(args, 'auto_resume', False):
-            basicsr_argv.append('--auto_resume')
-        if args.debug:
-            basicsr_argv.append('--debug')
-        patch_basicsr()
-        saved_argv, sys.argv = sys.argv, basicsr_argv
-        try:
-            if is_train:
-                from basicsr.train import train_pipeline
-                train_pipeline(os.getcwd())
-            else:
-                from basicsr.test import test_pipeline
-                test_pipeline(os.getcwd())
-        finally:
-            sys.argv = saved_argv
+        from basicsr_sinca.utils import pipeline
+        opt_text = dump_options(opt)
+        opt_name = os.path.splitext(os.path.basename(opt_path))[0] + '.yml'
+        pipeline.finalize_options(opt, os.getcwd(), is_train, launcher=args.launcher,
+                                  auto_resume=getattr(args, 'auto_resume', False), debug=args.debug)
+        run = pipeline.train_pipeline if is_train else pipeline.test_pipeline
+        run(opt, os.getcwd(), opt_text, opt_name)
     except _USER_ERRORS as err:
         if show_traceback:
             raise
@@ -96,6 +88,4 @@ def main(is_train, argv=None):
     except Exception:
         traceback.print_exc()
         return 1
-    finally:
-        shutil.rmtree(tmp_dir, ignore_errors=True)
     return 0

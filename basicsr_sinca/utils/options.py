@@ -8,6 +8,12 @@ fails in one line naming the key, before any experiment folder is created.
 
 Top-level keys written ``_name_`` (e.g. ``_bottleneck_`` of ``options/_base_/bottleneck/*.yml``) are variables of
 the option files: leaf files insert them with ``{{_base_._bottleneck_}}``; they are removed after resolution.
+
+``plugins`` names the packages whose registries the options need. Written by :func:`dump_options` as
+``- !!python/module:basicsr_sinca``, the tag BasicSR's own (full) YAML loader honours by importing the module,
+so a resolved file runs under ``python basicsr/train.py -opt <file>`` with an unmodified BasicSR. This package's
+loader reads the tag as the module's name, without importing anything, and :func:`import_plugins` imports the
+listed names once the file has been checked.
 """
 import difflib
 import os
@@ -16,8 +22,10 @@ from os import path as osp
 
 import yaml
 
-__all__ = ['OptionError', 'load_options', 'dump_options', 'apply_force_yml', 'check_options', 'write_resolved']
+__all__ = ['OptionError', 'load_options', 'dump_options', 'apply_force_yml', 'check_options', 'import_plugins',
+           'options_dir', 'resolve_option_file', 'PLUGIN_TAG']
 
+PLUGIN_TAG = 'tag:yaml.org,2002:python/module:'
 _SCI_FLOAT = re.compile(r'^[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+$')
 _VARIABLE = re.compile(r'^_[A-Za-z0-9]\w*_$')
 
@@ -42,8 +50,25 @@ def _plain(obj):
     return obj
 
 
+class _FlatLoader(yaml.SafeLoader):
+    """Safe YAML loader that reads ``!!python/module:name`` as the string ``name`` (nothing is imported)."""
+
+
+_FlatLoader.add_multi_constructor(PLUGIN_TAG, lambda loader, suffix, node: suffix)
+
+
+def _yaml_error(opt_path, err):
+    mark = getattr(err, 'problem_mark', None)
+    where = f' (line {mark.line + 1}, column {mark.column + 1})' if mark is not None else ''
+    problem = getattr(err, 'problem', None) or str(err).splitlines()[0]
+    return OptionError(f'{opt_path}: invalid YAML{where}: {problem}')
+
+
 def load_options(opt_path):
     """Read an option file and resolve its ``_base_`` chain.
+
+    A file without ``_base_`` (e.g. a generated entry file) is read with a safe loader that takes ``plugins``
+    tags as names; files with ``_base_`` are resolved by mmengine's ``Config``.
 
     Args:
         opt_path (str): YAML (or mmengine ``.py``) option file.
@@ -58,16 +83,26 @@ def load_options(opt_path):
 
     if not osp.isfile(opt_path):
         raise OptionError(f'option file not found: {opt_path}')
-    try:
-        cfg = Config.fromfile(opt_path)
-    except FileNotFoundError as err:
-        raise OptionError(f'{opt_path}: _base_ file not found: {err}') from None
-    except yaml.YAMLError as err:
-        mark = getattr(err, 'problem_mark', None)
-        where = f' (line {mark.line + 1}, column {mark.column + 1})' if mark is not None else ''
-        problem = getattr(err, 'problem', None) or str(err).splitlines()[0]
-        raise OptionError(f'{opt_path}: invalid YAML{where}: {problem}') from None
-    opt = _plain(cfg.to_dict())
+    raw = None
+    if opt_path.endswith(('.yml', '.yaml')):
+        with open(opt_path, encoding='utf-8') as f:
+            text = f.read()
+        try:
+            raw = yaml.load(text, Loader=_FlatLoader)
+        except yaml.YAMLError as err:
+            raise _yaml_error(opt_path, err) from None
+        if isinstance(raw, dict) and ('_base_' in raw or '{{' in text):
+            raw = None  # inheritance: mmengine resolves it
+    if raw is None:
+        try:
+            raw = Config.fromfile(opt_path).to_dict()
+        except FileNotFoundError as err:
+            raise OptionError(f'{opt_path}: _base_ file not found: {err}') from None
+        except yaml.YAMLError as err:
+            raise _yaml_error(opt_path, err) from None
+    if not isinstance(raw, dict):
+        raise OptionError(f'{opt_path}: expected a mapping of options at the top level')
+    opt = _plain(raw)
     opt = {k: v for k, v in opt.items() if not _VARIABLE.match(k)}  # _base_ and option-file variables
     if isinstance(opt.get('datasets'), dict):  # `phase: ~` in a child drops a phase inherited from a base
         opt['datasets'] = {k: v for k, v in opt['datasets'].items() if v is not None}
@@ -77,8 +112,62 @@ def load_options(opt_path):
 
 
 def dump_options(opt):
-    """Options as the plain YAML text BasicSR reads (key order kept)."""
-    return yaml.safe_dump(opt, sort_keys=False, default_flow_style=False, allow_unicode=True)
+    """Options as the plain YAML text BasicSR reads (key order kept), ``plugins`` first and tagged so that
+    BasicSR's own loader imports them (``basicsr_sinca`` is always listed)."""
+    plugins = ['basicsr_sinca'] + [p for p in opt.get('plugins') or [] if p != 'basicsr_sinca']
+    rest = {k: v for k, v in opt.items() if k != 'plugins'}
+    head = 'plugins:\n' + ''.join(f'- !!python/module:{name}\n' for name in plugins)
+    return head + yaml.safe_dump(rest, sort_keys=False, default_flow_style=False, allow_unicode=True)
+
+
+def import_plugins(opt):
+    """Import every module named in ``opt['plugins']`` (their registrations become available).
+
+    Raises:
+        OptionError: ``plugins`` is not a list of module names, or one cannot be imported.
+    """
+    import importlib
+
+    plugins = opt.get('plugins') or []
+    if not isinstance(plugins, list) or not all(isinstance(p, str) and p for p in plugins):
+        raise OptionError(f'plugins: expected a list of module names, got {plugins!r}')
+    for name in plugins:
+        try:
+            importlib.import_module(name)
+        except ImportError as err:
+            raise OptionError(f'plugins: cannot import {name!r}: {err}') from None
+
+
+def options_dir():
+    """The option files shipped with the package: ``basicsr_sinca/options`` in an installed wheel, the repository's
+    ``options/`` in a source checkout."""
+    package = osp.dirname(osp.dirname(osp.abspath(__file__)))
+    for folder in (osp.join(package, 'options'), osp.join(osp.dirname(package), 'options')):
+        if osp.isdir(folder):
+            return folder
+    raise OptionError(f'no option files found beside the package ({package}): reinstall basicsr_sinca')
+
+
+def resolve_option_file(name):
+    """An option file path for ``name``: an existing file as given, else a packaged file
+    (``codeformer_sinca`` -> ``<options>/codeformer_sinca.yml``).
+
+    Raises:
+        OptionError: neither exists; the message lists the packaged entry files.
+    """
+    if osp.isfile(name):
+        return name
+    looks_like_name = not osp.isabs(name) and not name.startswith('.')
+    if looks_like_name:
+        folder = options_dir()
+        for candidate in (name, name + '.yml'):
+            path = osp.join(folder, candidate)
+            if osp.isfile(path):
+                return path
+        entries = sorted(osp.splitext(v)[0] for v in os.listdir(folder) if v.endswith('.yml'))
+        raise OptionError(f"option file not found: {name} (not a file, nor a packaged option name such as "
+                          f"{', '.join(entries)}; others are under {folder})")
+    raise OptionError(f'option file not found: {name}')
 
 
 def apply_force_yml(opt, entries):
@@ -212,12 +301,3 @@ def check_options(opt, is_train, resuming=False):
     if state is not None and not osp.isfile(osp.expanduser(str(state))):
         raise OptionError(f'path.resume_state: training state not found: {state}')
     return opt
-
-
-def write_resolved(opt, opt_path, folder):
-    """Write the resolved options as ``folder/<basename of opt_path>`` (BasicSR copies this file)."""
-    os.makedirs(folder, exist_ok=True)
-    out = osp.join(folder, osp.splitext(osp.basename(opt_path))[0] + '.yml')
-    with open(out, 'w', encoding='utf-8') as f:
-        f.write(dump_options(opt))
-    return out
