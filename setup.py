@@ -1,19 +1,39 @@
 #!/usr/bin/env python
 """basicsr_sinca: VQ-free blind image restoration (Self-in-Cross-Attention) as a BasicSR plugin."""
+import os
 import os.path as osp
 
 from setuptools import find_packages, setup
+from setuptools.command.build_py import build_py
+
+HERE = osp.dirname(osp.abspath(__file__))
+
+
+class BuildPyWithOptions(build_py):
+    """Also ship the repository's ``options/`` as ``basicsr_sinca/options`` (package data of an installed copy):
+    ``sinca-train -opt codeformer_sinca`` and the quickstart find their option files without a source checkout."""
+
+    def run(self):
+        super().run()
+        source = osp.join(HERE, 'options')
+        target = osp.join(self.build_lib, 'basicsr_sinca', 'options')
+        for folder, _, files in os.walk(source):
+            for name in sorted(files):
+                if name.endswith('.yml'):
+                    out = osp.join(target, osp.relpath(osp.join(folder, name), source))
+                    self.mkpath(osp.dirname(out))
+                    self.copy_file(osp.join(folder, name), out)
 
 
 def get_version():
     ns = {}
-    with open(osp.join(osp.dirname(osp.abspath(__file__)), 'basicsr_sinca', 'version.py'), encoding='utf-8') as f:
+    with open(osp.join(HERE, 'basicsr_sinca', 'version.py'), encoding='utf-8') as f:
         exec(f.read(), ns)
     return ns['__version__']
 
 
 def get_long_description():
-    with open(osp.join(osp.dirname(osp.abspath(__file__)), 'README.md'), encoding='utf-8') as f:
+    with open(osp.join(HERE, 'README.md'), encoding='utf-8') as f:
         return f.read()
 
 
@@ -49,7 +69,10 @@ setup(
             'sinca-test=basicsr_sinca.test:main',
             'sinca-quickstart=basicsr_sinca.quickstart:main',
         ],
+        # read by BasicSR once it discovers plugins (upstream/basicsr/0006-plugin-entry-points.patch)
+        'basicsr.plugins': ['basicsr_sinca = basicsr_sinca'],
     },
+    cmdclass={'build_py': BuildPyWithOptions},
     license='Apache-2.0',
     zip_safe=False,
 )

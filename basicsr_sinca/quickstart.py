@@ -57,11 +57,9 @@ def build_parser():
 
 
 def repo_options():
-    folder = osp.join(osp.dirname(osp.dirname(osp.abspath(__file__))), 'options', 'quickstart')
-    if not osp.isdir(folder):
-        raise FileNotFoundError(f'quickstart option files not found at {folder}: run the quickstart from a source '
-                                'checkout (pip install -e .), as the README does')
-    return folder
+    """The quickstart's option files (packaged with the wheel, or the source checkout's ``options/quickstart``)."""
+    from basicsr_sinca.utils.options import options_dir
+    return osp.join(options_dir(), 'quickstart')
 
 
 def make_data(out, train_crops, eval_crops, niqe_crops):

@@ -10,10 +10,11 @@ Top-level keys written ``_name_`` (e.g. ``_bottleneck_`` of ``options/_base_/bot
 the option files: leaf files insert them with ``{{_base_._bottleneck_}}``; they are removed after resolution.
 
 ``plugins`` names the packages whose registries the options need. Written by :func:`dump_options` as
-``- !!python/module:basicsr_sinca``, the tag BasicSR's own (full) YAML loader honours by importing the module,
-so a resolved file runs under ``python basicsr/train.py -opt <file>`` with an unmodified BasicSR. This package's
-loader reads the tag as the module's name, without importing anything, and :func:`import_plugins` imports the
-listed names once the file has been checked.
+``- !!python/name:basicsr_sinca.__name__``: BasicSR's own (full) YAML loader honours the tag by importing the
+package and reads the entry as the plain string ``'basicsr_sinca'`` (a module object would break BasicSR's
+``deepcopy`` of the options), so a resolved file runs under ``python basicsr/train.py -opt <file>`` with an
+unmodified BasicSR. This package's loader reads the tag as the name, without importing anything, and
+:func:`import_plugins` imports the listed names once the file has been checked.
 """
 import difflib
 import os
@@ -25,7 +26,10 @@ import yaml
 __all__ = ['OptionError', 'load_options', 'dump_options', 'apply_force_yml', 'check_options', 'import_plugins',
            'options_dir', 'resolve_option_file', 'PLUGIN_TAG']
 
-PLUGIN_TAG = 'tag:yaml.org,2002:python/module:'
+PLUGIN_TAG = 'tag:yaml.org,2002:python/name:'
+# BasicSR's conventional top-level order, used when writing options (other keys follow in their own order)
+_KEY_ORDER = ('name', 'model_type', 'scale', 'num_gpu', 'manual_seed', 'datasets', 'network_g', 'network_hq',
+              'network_d', 'path', 'train', 'val', 'logger', 'dist_params')
 _SCI_FLOAT = re.compile(r'^[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+$')
 _VARIABLE = re.compile(r'^_[A-Za-z0-9]\w*_$')
 
@@ -51,10 +55,19 @@ def _plain(obj):
 
 
 class _FlatLoader(yaml.SafeLoader):
-    """Safe YAML loader that reads ``!!python/module:name`` as the string ``name`` (nothing is imported)."""
+    """Safe YAML loader that reads a plugin tag ``!!python/name:<module>.__name__`` as the string ``<module>``;
+    nothing is imported, and any other ``python/`` tag is an error."""
 
 
-_FlatLoader.add_multi_constructor(PLUGIN_TAG, lambda loader, suffix, node: suffix)
+def _plugin_name(loader, suffix, node):
+    module, _, attr = suffix.rpartition('.')
+    if attr != '__name__' or not module:
+        raise yaml.constructor.ConstructorError(None, None, f'unsupported tag !!python/name:{suffix} (only '
+                                                'plugins entries !!python/name:<module>.__name__)', node.start_mark)
+    return module
+
+
+_FlatLoader.add_multi_constructor(PLUGIN_TAG, _plugin_name)
 
 
 def _yaml_error(opt_path, err):
@@ -87,12 +100,11 @@ def load_options(opt_path):
     if opt_path.endswith(('.yml', '.yaml')):
         with open(opt_path, encoding='utf-8') as f:
             text = f.read()
-        try:
-            raw = yaml.load(text, Loader=_FlatLoader)
-        except yaml.YAMLError as err:
-            raise _yaml_error(opt_path, err) from None
-        if isinstance(raw, dict) and ('_base_' in raw or '{{' in text):
-            raw = None  # inheritance: mmengine resolves it
+        if '_base_' not in text:  # a flat file; inheritance (and `{{_base_.x}}`) is mmengine's
+            try:
+                raw = yaml.load(text, Loader=_FlatLoader)
+            except yaml.YAMLError as err:
+                raise _yaml_error(opt_path, err) from None
     if raw is None:
         try:
             raw = Config.fromfile(opt_path).to_dict()
@@ -115,8 +127,9 @@ def dump_options(opt):
     """Options as the plain YAML text BasicSR reads (key order kept), ``plugins`` first and tagged so that
     BasicSR's own loader imports them (``basicsr_sinca`` is always listed)."""
     plugins = ['basicsr_sinca'] + [p for p in opt.get('plugins') or [] if p != 'basicsr_sinca']
-    rest = {k: v for k, v in opt.items() if k != 'plugins'}
-    head = 'plugins:\n' + ''.join(f'- !!python/module:{name}\n' for name in plugins)
+    first = [k for k in _KEY_ORDER if k in opt]
+    rest = {k: opt[k] for k in first + [k for k in opt if k not in _KEY_ORDER and k != 'plugins']}
+    head = 'plugins:\n' + ''.join(f'- !!python/name:{name}.__name__\n' for name in plugins)
     return head + yaml.safe_dump(rest, sort_keys=False, default_flow_style=False, allow_unicode=True)
 
 

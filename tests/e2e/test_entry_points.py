@@ -30,9 +30,8 @@ def test_train_and_validate_on_cpu(tmp_path, sr_pairs):
     copied = (exp / 'tiny.yml').read_text()
     assert copied.startswith('# GENERATE TIME') and '# CMD:' in copied
     from basicsr.utils.options import yaml_load
-    import basicsr_sinca
     basicsr_view = yaml_load(str(exp / 'tiny.yml'))
-    assert basicsr_view['plugins'] == [basicsr_sinca] and basicsr_view['name'] == 'tiny_train_val'
+    assert basicsr_view['plugins'] == ['basicsr_sinca'] and basicsr_view['name'] == 'tiny_train_val'
     assert load_options(str(exp / 'tiny.yml'))['plugins'] == ['basicsr_sinca']
     # nothing outside the working directory's experiments/ folder (and no temp files next to checkpoints)
     assert not [f for f in os.listdir(exp / 'models') if f.endswith('.tmp')]
