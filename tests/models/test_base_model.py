@@ -221,3 +221,40 @@ def test_named_discriminators_with_own_losses_start_and_r1(root):
 def test_named_discriminator_option_errors(root, train, message):
     with pytest.raises(OptionError, match=message):
         model_from_options(_two_discriminators(root, 'bad_d', **train), root)
+
+
+def test_checkpoint_writes_are_atomic_and_resume_checks_counts(root, monkeypatch):
+    """The base model's own saves (whichever entry point runs it): a save that fails half-way leaves the previous
+    file as it was and no temporary file; a state of another optimizer count is refused by name."""
+    import os
+
+    from basicsr_sinca.utils.checkpoint import load_untrusted
+    model = model_from_options(toy_options(root, 'atomic', TOY_SINCA), root)
+    model.feed_data(_batch())
+    model.optimize_parameters(1)
+    model.save(0, 1)
+    models, states = model.opt['path']['models'], model.opt['path']['training_states']
+    before = {p: open(p, 'rb').read() for p in (os.path.join(models, 'net_g_1.pth'), os.path.join(states, '1.state'))}
+
+    def failing_save(obj, f, *args, **kwargs):
+        f.write(b'PK\x03\x04 partial')
+        raise OSError('No space left on device')
+
+    monkeypatch.setattr(torch, 'save', failing_save)
+    with pytest.raises(OSError, match='No space left'):
+        model.save_network(model.net_g, 'net_g', 1)
+    with pytest.raises(OSError, match='No space left'):
+        model.save_training_state(0, 1)
+    monkeypatch.undo()
+    assert {p: open(p, 'rb').read() for p in before} == before
+    assert sorted(os.listdir(models)) == ['net_g_1.pth'] and sorted(os.listdir(states)) == ['1.state']
+
+    state = load_untrusted(os.path.join(states, '1.state'))
+    fresh = model_from_options(toy_options(root, 'atomic_resume', TOY_SINCA), root)
+    fresh.resume_training(state)
+    saved = state['optimizers'][0]['state']
+    assert saved and all(torch.equal(fresh.optimizers[0].state_dict()['state'][k]['exp_avg'], v['exp_avg'])
+                         for k, v in saved.items())
+    state['optimizers'].append(state['optimizers'][0])
+    with pytest.raises(ValueError, match='the state holds 2 optimizers, this model has 1'):
+        fresh.resume_training(state)
