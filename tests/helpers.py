@@ -77,8 +77,17 @@ def sub_env():
     return env
 
 
-def run_cmd(cmd, cwd, timeout=600, check=True):
-    proc = subprocess.run(cmd, cwd=str(cwd), env=sub_env(), capture_output=True, text=True, timeout=timeout)
+def wheel_env(site):
+    """``sub_env()`` with only ``site`` (a folder the built wheel was installed into) on ``PYTHONPATH``: the
+    package and its option files come from the wheel, not from the checkout."""
+    env = sub_env()
+    env['PYTHONPATH'] = str(site)
+    return env
+
+
+def run_cmd(cmd, cwd, timeout=600, check=True, env=None):
+    proc = subprocess.run([str(c) for c in cmd], cwd=str(cwd), env=env or sub_env(), capture_output=True, text=True,
+                          timeout=timeout)
     if check and proc.returncode != 0:
         raise AssertionError(f'command failed ({proc.returncode}): {" ".join(map(str, cmd))}\n'
                              f'--- stdout ---\n{proc.stdout[-4000:]}\n--- stderr ---\n{proc.stderr[-4000:]}')

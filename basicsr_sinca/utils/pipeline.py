@@ -116,7 +116,7 @@ def finalize_options(opt, root_path, is_train, launcher='none', auto_resume=Fals
         for key in ('dataroot_gt', 'dataroot_lq'):
             if isinstance(dataset.get(key), str):
                 dataset[key] = osp.expanduser(dataset[key])
-    path = opt.setdefault('path', {})
+    path = opt['path'] = opt.get('path') or {}
     for key, value in path.items():
         if isinstance(value, str) and ('resume_state' in key or 'pretrain_network' in key):
             path[key] = osp.expanduser(value)

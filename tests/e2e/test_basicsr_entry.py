@@ -1,8 +1,8 @@
 """BasicSR's own entry drives the plugin, from a built wheel (not the editable checkout).
 
-The wheel is built from a copy of the sources and installed with ``pip install --no-deps --target``; the
-subprocesses put that folder first on ``PYTHONPATH``, so ``basicsr_sinca`` (and its packaged option files) come
-from the wheel, torch / basicsr from the environment. Then:
+The wheel (``wheel_site`` in conftest.py) is built from a copy of the sources and installed with ``pip install
+--no-deps --target``; the subprocesses have only that folder on ``PYTHONPATH``, so ``basicsr_sinca`` and its
+packaged option files come from the wheel, torch and basicsr from the environment. Then:
 
 * a packaged option name resolves (``-opt train/codeformer/tiny/stage2_sinca``) and ``--print_opt`` writes the
   flat, plugin-tagged file;
@@ -10,7 +10,6 @@ from the wheel, torch / basicsr from the environment. Then:
 * ``python -m basicsr.test`` runs a flat test file.
 """
 import os
-import shutil
 import subprocess
 import sys
 import zipfile
@@ -18,45 +17,13 @@ from os import path as osp
 
 import pytest
 import torch
-from helpers import REPO, make_tiny_codeformer_workdir, make_tiny_femasr_workdir, sub_env
+from helpers import REPO, make_tiny_codeformer_workdir, make_tiny_femasr_workdir, run_cmd, wheel_env
 
 import basicsr
 
 
-def _copy_sources(dst):
-    for name in ('setup.py', 'README.md', 'MANIFEST.in'):
-        shutil.copy(osp.join(REPO, name), dst)
-    ignore = shutil.ignore_patterns('__pycache__', '*.pyc')
-    shutil.copytree(osp.join(REPO, 'basicsr_sinca'), osp.join(dst, 'basicsr_sinca'), ignore=ignore)
-    shutil.copytree(osp.join(REPO, 'options'), osp.join(dst, 'options'), ignore=ignore)
-
-
-@pytest.fixture(scope='module')
-def wheel_site(tmp_path_factory):
-    """The built wheel, installed into a folder of its own; returns (folder, wheel path)."""
-    base = tmp_path_factory.mktemp('wheel')
-    src, dist, site = base / 'src', base / 'dist', base / 'site'
-    src.mkdir()
-    _copy_sources(src)
-    pip = [sys.executable, '-m', 'pip', '--disable-pip-version-check', '-q']
-    subprocess.run([*pip, 'wheel', '--no-deps', '--no-build-isolation', '-w', str(dist), str(src)], check=True,
-                   cwd=src, capture_output=True)
-    (wheel, ) = dist.glob('basicsr_sinca-*.whl')
-    subprocess.run([*pip, 'install', '--no-deps', '--target', str(site), str(wheel)], check=True,
-                   capture_output=True)
-    return site, wheel
-
-
-def _env(site):
-    env = sub_env()
-    env['PYTHONPATH'] = str(site)  # the wheel's copy wins over the editable checkout
-    return env
-
-
 def _run(cmd, cwd, site):
-    proc = subprocess.run([str(c) for c in cmd], cwd=cwd, env=_env(site), capture_output=True, text=True, timeout=900)
-    assert proc.returncode == 0, f'{cmd}\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}'
-    return proc
+    return run_cmd(cmd, cwd, timeout=900, env=wheel_env(site))
 
 
 def test_wheel_ships_package_and_option_files(wheel_site, tmp_path):
@@ -79,7 +46,7 @@ def test_wheel_ships_package_and_option_files(wheel_site, tmp_path):
                 site)
     assert 'model_type: CodeFormerStage2Model' in proc.stdout
     bad = subprocess.run([sys.executable, '-m', 'basicsr_sinca.train', '-opt', 'codeformer_sinc'], cwd=tmp_path,
-                         env=_env(site), capture_output=True, text=True)
+                         env=wheel_env(site), capture_output=True, text=True)
     assert bad.returncode == 2 and 'codeformer_sinca' in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
 
 

@@ -1,15 +1,18 @@
-"""The README's main job: the quickstart's --fast mode end to end (stage 1 + five restoration stages + report)."""
+"""The README's main job: the quickstart's --fast mode end to end (stage 1 + five restoration stages + report),
+run from the built wheel (no source checkout on the path), as after a plain ``pip install``."""
 import json
 import math
+import sys
 
-from helpers import entry_cmd, run_cmd
+from helpers import run_cmd, wheel_env
 
 BOTTLENECKS = ['nearest', 'index', 'sa', 'ca', 'sinca']
 
 
-def test_quickstart_fast(tmp_path):
+def test_quickstart_fast(tmp_path, wheel_site):
     out = tmp_path / 'qs'
-    proc = run_cmd(entry_cmd('quickstart', '--fast', '--out', out), cwd=tmp_path, timeout=900)
+    proc = run_cmd([sys.executable, '-m', 'basicsr_sinca.quickstart', '--fast', '--out', out], cwd=tmp_path,
+                   timeout=900, env=wheel_env(wheel_site[0]))
     res = json.loads((out / 'results.json').read_text())
     assert res['seeds'] == [0]
     assert list(res['summary']) == BOTTLENECKS
