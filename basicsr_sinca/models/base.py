@@ -25,6 +25,7 @@ from torch.nn.parallel import DistributedDataParallel
 from basicsr_sinca.utils.checkpoint import load_state_dict_report, read_state_dict
 from basicsr_sinca.utils.file_io import atomic_torch_save
 from basicsr_sinca.utils.options import OptionError
+from basicsr_sinca.utils.rng import get_rng_state, preserved_rng, set_rng_state
 
 __all__ = ['SinCABaseModel', 'NamedDiscriminators', 'RENAMED_OPTIONS', 'GAN_BRANCH_DEFAULTS', 'check_renamed_options']
 
@@ -400,17 +401,20 @@ class SinCABaseModel(SRModel):
 
     @master_only
     def save_training_state(self, epoch, current_iter):
-        """``{iter}.state`` (epoch, iteration, optimizer and scheduler states), written atomically; nothing for the
-        final save (-1)."""
+        """``{iter}.state`` (epoch, iteration, optimizer and scheduler states, and the random generators' states so
+        that a resumed run draws what the uninterrupted one would), written atomically; nothing for the final
+        save (-1)."""
         if current_iter == -1:
             return
         state = {'epoch': epoch, 'iter': current_iter, 'optimizers': [o.state_dict() for o in self.optimizers],
-                 'schedulers': [s.state_dict() for s in self.schedulers]}
+                 'schedulers': [s.state_dict() for s in self.schedulers], 'rng': get_rng_state()}
         atomic_torch_save(state, osp.join(self.opt['path']['training_states'], f'{current_iter}.state'))
 
     def resume_training(self, resume_state):
         """Load optimizer and scheduler states (optimizer states follow their parameters' device, so a state read
-        onto the CPU resumes on either); a count that differs from this model's is an error naming both."""
+        onto the CPU resumes on either) and, in a single-process run, the random generators' states; a count that
+        differs from this model's is an error naming both. Call it after the model and data loaders are built
+        (building draws random numbers)."""
         for what, saved, mine in (('optimizers', resume_state['optimizers'], self.optimizers),
                                   ('schedulers', resume_state['schedulers'], self.schedulers)):
             if len(saved) != len(mine):
@@ -420,6 +424,19 @@ class SinCABaseModel(SRModel):
             optimizer.load_state_dict(state)
         for scheduler, state in zip(self.schedulers, resume_state['schedulers']):
             scheduler.load_state_dict(state)
+        if 'rng' not in resume_state:  # written by BasicSR or an earlier version
+            get_root_logger().warning('Resume: the training state holds no random generator states; the resumed run '
+                                      'draws other random numbers than an uninterrupted one would.')
+        elif self.opt.get('world_size', 1) > 1:  # the state holds rank 0's generators only
+            get_root_logger().warning('Resume: random generator states are restored in single-process runs only.')
+        else:
+            set_rng_state(resume_state['rng'])
+
+    def validation(self, dataloader, current_iter, tb_logger, save_img=False):
+        """BasicSR's validation, without moving the random generators: training draws the same random numbers
+        whether or not (and how often) it validates, which exact resume relies on."""
+        with preserved_rng():
+            super().validation(dataloader, current_iter, tb_logger, save_img)
 
     def save(self, epoch, current_iter):
         if hasattr(self, 'net_g_ema'):

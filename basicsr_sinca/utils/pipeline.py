@@ -211,6 +211,10 @@ def create_train_val_dataloader(opt, logger, resume_state=None):
             train_sampler = ResumableEnlargedSampler(train_set, opt['world_size'], opt['rank'], ratio)
             train_loader = build_dataloader(train_set, dataset_opt, num_gpu=opt['num_gpu'], dist=opt['dist'],
                                             sampler=train_sampler, seed=opt['manual_seed'])
+            # the loader draws its workers' base seed when an epoch starts: from its own generator (re-seeded per
+            # epoch in the loop), not from torch's global one, so a run resumed mid-epoch draws what the
+            # uninterrupted run would
+            train_loader.generator = torch.Generator()
             batch = train_loader.batch_size
             full_batches = train_sampler.num_samples // batch  # the train loader drops the incomplete last one
             if full_batches == 0:
@@ -314,6 +318,7 @@ def train_pipeline(opt, root_path, opt_text, opt_name):
     warmup_iter = opt['train'].get('warmup_iter', -1)
     for epoch in range(start_epoch, total_epochs + 1):
         train_sampler.set_epoch(epoch)
+        train_loader.generator.manual_seed(opt['manual_seed'] * 100003 + epoch)
         prefetcher.reset()
         train_data = prefetcher.next()
         while train_data is not None:

@@ -14,7 +14,7 @@ EXPECTED = {
              'StyleGAN2DiscriminatorPT', 'SWAGANDiscriminator', 'ComponentDiscriminator', 'ArcFaceResNet'},
     'model': {'CodeFormerPriorModel', 'CodeFormerStage2Model', 'CodeFormerStage3Model', 'FeMaSRLQModel',
               'VQRestorationModel', 'VQPriorModel', 'DAEFRAssociationModel', 'AdaCodeLQModel',
-              'FaceRestorationModel'},
+              'FaceRestorationModel', 'SinCASRModel'},
     'loss': {'FeatureMatchingLoss', 'CodeCrossEntropyLoss', 'LPIPSLoss', 'FeMaSRCodebookLoss', 'AdaCodeContrastLoss',
              'LPIPSStyleLoss', 'ArcFaceIdentityLoss'},
     'dataset': {'FFHQBlindDataset', 'FFHQBlindJointDataset', 'BSRGANTrainDataset', 'PairedResizeCropDataset'},
