@@ -260,3 +260,62 @@ def assert_face_stage_overfits(root, opt_path, name, iters=40, key='l_feat_match
     assert len(values) == iters
     start, end = sum(values[:3]) / 3, sum(values[-3:]) / 3
     assert end < ratio * start, (start, end)
+
+
+def _assert_same(a, b, where):
+    import torch
+    if isinstance(a, dict):
+        assert a.keys() == b.keys(), where
+        for k in a:
+            _assert_same(a[k], b[k], f'{where}.{k}')
+    elif isinstance(a, (list, tuple)):
+        assert len(a) == len(b), where
+        for i, (x, y) in enumerate(zip(a, b)):
+            _assert_same(x, y, f'{where}[{i}]')
+    elif torch.is_tensor(a):
+        assert torch.equal(a, b), where
+    else:
+        assert a == b, where
+
+
+def assert_resume_is_exact(root, opt_path, total=4, resume_at=2):
+    """Train ``opt_path`` (in ``root``, in this process) for ``total`` iterations with checkpoints every ``resume_at``
+    and a validation right after each; copy the experiment, drop what came after ``resume_at`` and resume the copy
+    from its ``resume_at`` state to ``total``. Every file saved at ``total`` (weights with EMA and discriminators,
+    optimizer, scheduler and random generator states) must be bit-identical to the uninterrupted run's."""
+    import shutil
+
+    import torch
+
+    from basicsr_sinca.utils.launch import main
+    from basicsr_sinca.utils.options import load_options
+    opt = load_options(opt_path)
+    name = f"resume_{opt['name']}"
+    force = [f'train:total_iter={total}', f'logger:save_checkpoint_freq={resume_at}']
+    if isinstance(opt.get('val'), dict):
+        force.append(f'val:val_freq={resume_at}')
+    exp, resumed = osp.join(str(root), 'experiments', name), osp.join(str(root), 'experiments', name + '_resumed')
+    cwd = os.getcwd()
+    os.chdir(root)
+    try:
+        assert main(True, ['-opt', opt_path, '--force_yml', f'name={name}', *force]) == 0
+        shutil.copytree(exp, resumed)
+        for folder in ('models', 'training_states'):
+            for f in os.listdir(osp.join(resumed, folder)):
+                if f.split('.')[0].rsplit('_', 1)[-1] not in (str(resume_at), 'best'):
+                    os.remove(osp.join(resumed, folder, f))
+        state = osp.join(resumed, 'training_states', f'{resume_at}.state')
+        assert main(True, ['-opt', opt_path, '--force_yml', f'name={name}_resumed', f'path:resume_state={state}',
+                           *force]) == 0
+    finally:
+        os.chdir(cwd)
+    compared = []
+    for folder in ('models', 'training_states'):
+        for f in sorted(os.listdir(osp.join(exp, folder))):
+            if f.split('.')[0].rsplit('_', 1)[-1] in (str(total), 'latest'):
+                a, b = (torch.load(osp.join(d, folder, f), map_location='cpu', weights_only=True)
+                        for d in (exp, resumed))
+                _assert_same(a, b, f'{folder}/{f}')
+                compared.append(f)
+    assert f'{total}.state' in compared and f'net_g_{total}.pth' in compared, compared
+    return compared

@@ -142,7 +142,9 @@ class VQFRv1Quantizer(nn.Module):
     with ``L2VectorQuantizerKmeans``'s training-only schedule (counted in training-mode forwards):
 
     * ``warmup_iters`` (> 0): the first forwards pass the latent through unquantized (loss 0);
-    * a reservoir of the last ``reservoir_size`` latent vectors (non-persistent, as upstream);
+    * a reservoir of the last ``reservoir_size`` latent vectors (non-persistent, as upstream; it and the step count
+      travel in the training state through ``training_state_dict``, so a resumed run re-estimates as the
+      uninterrupted one would);
     * every ``reestimate_iters`` forwards up to ``reestimate_maxiters`` the codebook is re-estimated by k-means
       on the reservoir. -1 disables a step (the released test configs disable all).
     """
@@ -157,6 +159,15 @@ class VQFRv1Quantizer(nn.Module):
         self.reestimate_maxiters, self.warmup_iters = reestimate_maxiters, warmup_iters
         self.register_buffer('reservoir', torch.zeros(0, code_dim), persistent=False)
         self.train_steps = 0
+
+    def training_state_dict(self):
+        """The schedule's state outside the state dict (the release has no such keys): step count and reservoir."""
+        return {'train_steps': self.train_steps, 'reservoir': self.reservoir.detach().cpu().clone()}
+
+    def load_training_state_dict(self, state):
+        """Continue the schedule from :meth:`training_state_dict` (resume)."""
+        self.train_steps = int(state['train_steps'])
+        self.reservoir = state['reservoir'].to(self.embedding.weight)
 
     @torch.no_grad()
     def update_codebook_schedule(self, z):

@@ -122,8 +122,8 @@ def read_component_landmarks(path):
     for name in names:
         module, _, attr = name.rpartition('.')
         allowed.append(getattr(importlib.import_module(module), attr))
-    with torch.serialization.safe_globals(allowed):
-        return torch.load(path, map_location='cpu', weights_only=True)
+    from basicsr_sinca.utils.checkpoint import load_untrusted
+    return load_untrusted(path, allowed_globals=allowed)
 
 
 @DATASET_REGISTRY.register()

@@ -7,6 +7,8 @@ import torch
 from basicsr.utils.registry import LOSS_REGISTRY
 from torch import nn
 
+from basicsr_sinca.utils.checkpoint import load_untrusted
+
 __all__ = ['LPIPSLoss', 'LPIPSStyleLoss', 'build_lpips', 'TRUNK_FILES']
 
 # torchvision checkpoints the LPIPS trunks are made of (what torchvision would download)
@@ -41,7 +43,7 @@ def build_lpips(net='vgg', pnet_rand=False, backbone_path=None):
             raise FileNotFoundError(
                 f'LPIPS ({net}) needs the torchvision trunk weights {TRUNK_FILES[net]} (no download here): put the '
                 f'file at {where}, or set backbone_path; pnet_rand: true gives a random trunk (tests only)')
-        source = torch.load(path, map_location='cpu', weights_only=True)
+        source = load_untrusted(path)
         trunk = model.net.state_dict()
         # lpips keeps torchvision's layer indices inside its slices: slice{k}.{i}.{p} <- features.{i}.{p}
         mapped = {k: source[f"features.{k.split('.', 1)[1]}"] for k in trunk}

@@ -407,7 +407,8 @@ class SinCABaseModel(SRModel):
         if current_iter == -1:
             return
         state = {'epoch': epoch, 'iter': current_iter, 'optimizers': [o.state_dict() for o in self.optimizers],
-                 'schedulers': [s.state_dict() for s in self.schedulers], 'rng': get_rng_state()}
+                 'schedulers': [s.state_dict() for s in self.schedulers], 'rng': get_rng_state(),
+                 'module_states': self.module_training_states()}
         atomic_torch_save(state, osp.join(self.opt['path']['training_states'], f'{current_iter}.state'))
 
     def resume_training(self, resume_state):
@@ -424,6 +425,7 @@ class SinCABaseModel(SRModel):
             optimizer.load_state_dict(state)
         for scheduler, state in zip(self.schedulers, resume_state['schedulers']):
             scheduler.load_state_dict(state)
+        self.load_module_training_states(resume_state.get('module_states', {}))
         if 'rng' not in resume_state:  # written by BasicSR or an earlier version
             get_root_logger().warning('Resume: the training state holds no random generator states; the resumed run '
                                       'draws other random numbers than an uninterrupted one would.')
@@ -431,6 +433,27 @@ class SinCABaseModel(SRModel):
             get_root_logger().warning('Resume: random generator states are restored in single-process runs only.')
         else:
             set_rng_state(resume_state['rng'])
+
+    def _networks(self):
+        return {label: self.get_bare_model(getattr(self, label)) for label in ('net_g', 'net_d')
+                if hasattr(self, label)}
+
+    def module_training_states(self):
+        """What submodules keep for training outside their state dict (``training_state_dict()``, e.g. VQFR v1's
+        k-means reservoir and step count), as ``{'net_g.<module name>': state}``: part of the training state, so
+        that a resumed run continues the same schedule."""
+        return {f'{label}.{name}': module.training_state_dict() for label, net in self._networks().items()
+                for name, module in net.named_modules() if hasattr(module, 'training_state_dict')}
+
+    def load_module_training_states(self, states):
+        """Give each submodule its part of :meth:`module_training_states` (``load_training_state_dict``)."""
+        modules = {f'{label}.{name}': module for label, net in self._networks().items()
+                   for name, module in net.named_modules() if hasattr(module, 'load_training_state_dict')}
+        unknown = sorted(set(states) - set(modules))
+        if unknown:
+            raise ValueError(f'path.resume_state: training state of modules this network does not have: {unknown}')
+        for name, state in states.items():
+            modules[name].load_training_state_dict(state)
 
     def validation(self, dataloader, current_iter, tb_logger, save_img=False):
         """BasicSR's validation, without moving the random generators: training draws the same random numbers

@@ -29,13 +29,25 @@ class OpaqueObject:
         self.state = state
 
 
-def load_untrusted(path):
-    """``torch.load(path, weights_only=True)``; a file that pickles other globals (Lightning's trainer state) is read
-    again with each of them mapped to :class:`OpaqueObject` (needs torch >= 2.5), so none is imported or called.
+def load_untrusted(path, allowed_globals=None):
+    """``torch.load(path, weights_only=True)``, whatever torch's default; a file that pickles other globals
+    (Lightning's trainer state) is read again with each of them mapped to :class:`OpaqueObject` (needs torch >= 2.5),
+    so none is imported or called.
+
+    Args:
+        path (str): The file.
+        allowed_globals (list, optional): Classes/functions the file may reconstruct as they are (e.g. NumPy's
+            array reconstruction); with this list any other global is refused instead of made opaque.
 
     Raises:
         pickle.UnpicklingError: the file cannot be read safely (the message says why).
     """
+    if allowed_globals is not None:
+        try:
+            with torch.serialization.safe_globals(list(allowed_globals)):
+                return torch.load(path, map_location='cpu', weights_only=True)
+        except pickle.UnpicklingError as err:
+            raise pickle.UnpicklingError(f'{path}: refused: {str(err).splitlines()[0]}') from None
     try:
         return torch.load(path, map_location='cpu', weights_only=True)
     except pickle.UnpicklingError as err:
@@ -105,13 +117,18 @@ def _examples(keys, n=3):
 def load_state_dict_report(net, state_dict, strict=True, source='checkpoint'):
     """Load ``state_dict`` into ``net``; summarise missing/unexpected/mis-shaped keys in one line.
 
-    Keys whose shapes differ are never loaded. With ``strict`` any difference raises.
+    Keys whose shapes differ are never loaded. With ``strict`` any difference raises. Without it, differences are
+    reported with what came from the file per top-level part (``encoder 52/52, transformer 0/40``), and loading
+    still fails when nothing of the network loads (e.g. another baseline's weights) or when a part whose keys the
+    file has by name loads none of them (e.g. a codebook of another size); a part the file lacks, or holds under
+    other names (a new bottleneck), is reported as not loaded.
 
     Returns:
         str: The one-line report ('' when everything matched).
 
     Raises:
-        ValueError: ``strict`` and the keys or shapes differ; the message is the report.
+        ValueError: ``strict`` and the keys or shapes differ, or nothing / a shared part loads; the message is the
+            report.
     """
     own = net.state_dict()
     mismatched = [k for k, v in state_dict.items() if k in own and own[k].shape != v.shape]
@@ -134,4 +151,18 @@ def load_state_dict_report(net, state_dict, strict=True, source='checkpoint'):
     report = f'{source} does not match {type(net).__name__}: ' + '; '.join(parts) if parts else ''
     if strict and report:
         raise ValueError(report)
+    if report:
+        not_loaded = set(result.missing_keys) | set(mismatched)
+        per_part = {}
+        for key in own:
+            loaded, total = per_part.get(key.split('.')[0], (0, 0))
+            per_part[key.split('.')[0]] = (loaded + (key not in not_loaded), total + 1)
+        report += '; loaded from the file: ' + ', '.join(f'{p} {n}/{t}' for p, (n, t) in per_part.items())
+        if not any(n for n, _ in per_part.values()):
+            raise ValueError(f'nothing loaded (is it the right file?): {report}')
+        # a part whose keys the file has by name, none of which loads (e.g. a codebook of another size)
+        shared = {k.split('.')[0] for k in own if k in state_dict}
+        dead = [p for p, (n, _) in per_part.items() if n == 0 and p in shared]
+        if dead:
+            raise ValueError(f"{', '.join(dead)}: in the file but none of its keys load: {report}")
     return report

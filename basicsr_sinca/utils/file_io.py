@@ -8,7 +8,27 @@ import cv2
 import numpy as np
 import torch
 
-__all__ = ['atomic_open', 'atomic_torch_save', 'atomic_imwrite']
+__all__ = ['atomic_open', 'atomic_torch_save', 'atomic_imwrite', 'remove_stale_temporaries']
+
+
+TMP_SUFFIX = '.tmp'
+
+
+def _umask():
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def remove_stale_temporaries(folder):
+    """Delete the temporary files :func:`atomic_open` leaves when its process is killed during a write
+    (``.<name>.<random>.tmp``) directly in ``folder``; returns their names."""
+    if not osp.isdir(folder):
+        return []
+    names = [n for n in os.listdir(folder) if n.startswith('.') and n.endswith(TMP_SUFFIX)]
+    for name in names:
+        os.remove(osp.join(folder, name))
+    return names
 
 
 @contextmanager
@@ -21,8 +41,9 @@ def atomic_open(path, mode='wb'):
         raise ValueError(f"atomic_open: mode must write ('w'/'wb'), got {mode!r}")
     folder = osp.dirname(osp.abspath(path))
     os.makedirs(folder, exist_ok=True)
-    fd, tmp_path = tempfile.mkstemp(prefix=f'.{osp.basename(path)}.', suffix='.tmp', dir=folder)
+    fd, tmp_path = tempfile.mkstemp(prefix=f'.{osp.basename(path)}.', suffix=TMP_SUFFIX, dir=folder)
     try:
+        os.chmod(tmp_path, 0o666 & ~_umask())  # mkstemp makes 0600; the file gets what open() would give it
         with os.fdopen(fd, mode) as f:
             yield f
             f.flush()

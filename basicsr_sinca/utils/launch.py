@@ -9,13 +9,14 @@ read.
 """
 import argparse
 import os
+import pickle
 import sys
 import traceback
 
 __all__ = ['build_parser', 'main']
 
 # errors that describe bad input rather than a bug: shown as one line unless --debug / SINCA_TRACEBACK=1
-_USER_ERRORS = (ValueError, KeyError, FileNotFoundError, NotImplementedError)
+_USER_ERRORS = (ValueError, KeyError, FileNotFoundError, NotImplementedError, pickle.UnpicklingError)
 
 
 def build_parser(is_train):

@@ -41,7 +41,7 @@ from basicsr.utils.dist_util import get_dist_info
 from basicsr.utils.options import dict2str
 
 from basicsr_sinca.utils.checkpoint import load_untrusted
-from basicsr_sinca.utils.file_io import atomic_open
+from basicsr_sinca.utils.file_io import atomic_open, remove_stale_temporaries
 
 __all__ = ['init_dist', 'finalize_options', 'load_resume_state', 'ResumableEnlargedSampler',
            'create_train_val_dataloader', 'write_options_copy', 'train_pipeline', 'test_pipeline']
@@ -137,14 +137,34 @@ def finalize_options(opt, root_path, is_train, launcher='none', auto_resume=Fals
     return opt
 
 
+def _network_files(opt, resume_iter):
+    """``{path key: file}`` of the networks BasicSR's ``check_resume`` points at ``models/net_<x>_<iter>.pth``."""
+    ignored = opt['path'].get('ignore_resume_networks') or []
+    return {f'pretrain_{key}': osp.join(opt['path']['models'], f"net_{key.replace('network_', '')}_{resume_iter}.pth")
+            for key in opt if key.startswith('network_') and key not in ignored}
+
+
+def _unreadable_network(opt, resume_iter):
+    """The first of this state's saved network files that exists but cannot be read, or None."""
+    for path in _network_files(opt, resume_iter).values():
+        if osp.isfile(path):
+            try:
+                load_untrusted(path)
+            except Exception as err:  # noqa: BLE001 - a truncated or foreign file: reported by the caller
+                return f'{path} ({str(err).splitlines()[0] if str(err) else type(err).__name__})'
+    return None
+
+
 def load_resume_state(opt):
     """The training state to resume from, or None.
 
-    With ``opt['auto_resume']`` the newest readable ``<iter>.state`` in ``path.training_states`` is used (an
-    unreadable one, e.g. truncated by a tool without atomic writes, is skipped with a warning); otherwise
-    ``path.resume_state`` if set. The file is read by the package's one loader (``weights_only``, onto the CPU;
-    ``resume_training`` moves optimizer states to their parameters' device). Sets ``path.resume_state`` to the
-    file used and checks the pretrained paths with BasicSR's ``check_resume``.
+    With ``opt['auto_resume']`` the newest usable ``<iter>.state`` in ``path.training_states`` is used: a state that
+    cannot be read, or whose saved network files cannot (e.g. truncated by a kill during a write without atomic
+    saves), is skipped with a warning for the previous one; otherwise ``path.resume_state`` if set. Files are read
+    by the package's one loader (``weights_only``, onto the CPU; ``resume_training`` moves optimizer states to
+    their parameters' device). Sets ``path.resume_state`` to the file used and, like BasicSR's ``check_resume``,
+    points ``path.pretrain_network_<x>`` at the state's ``models/net_<x>_<iter>.pth``, except for networks the
+    experiment did not save (a frozen prior keeps its configured file).
     """
     candidates = []
     if opt['auto_resume']:
@@ -158,16 +178,23 @@ def load_resume_state(opt):
     for state_path in candidates:
         try:
             resume_state = load_untrusted(state_path)
-        except Exception as err:  # noqa: BLE001 - any unreadable state is skipped, the error is reported
+            problem = _unreadable_network(opt, resume_state['iter'])
+            if problem is not None:
+                raise ValueError(f'path.resume_state: {state_path}: its network file {problem} cannot be read')
+        except Exception as err:  # noqa: BLE001 - any unusable state is skipped, the error is reported
             if not opt['auto_resume']:
                 raise
-            warnings.warn(f'auto_resume: skipping unreadable training state {state_path}: {err}')
+            warnings.warn(f'auto_resume: skipping training state {state_path}: {str(err).splitlines()[0]}')
             continue
+        configured = {k: opt['path'].get(k) for k in _network_files(opt, resume_state['iter'])}
         opt['path']['resume_state'] = state_path
         check_resume(opt, resume_state['iter'])
+        for key, path in _network_files(opt, resume_state['iter']).items():
+            if not osp.isfile(path):  # not saved by this experiment (e.g. a frozen prior): keep its own file
+                opt['path'][key] = configured[key]
         return resume_state
     if candidates:
-        warnings.warn('auto_resume: no readable training state, starting from scratch.')
+        warnings.warn('auto_resume: no usable training state, starting from scratch.')
     return None
 
 
@@ -298,6 +325,11 @@ def train_pipeline(opt, root_path, opt_text, opt_name):
     logger = get_root_logger(logger_name='basicsr', log_level=logging.INFO, log_file=log_file)
     logger.info(get_env_info())
     logger.info(dict2str(opt))
+    if opt['rank'] == 0:  # a run killed during a save left these behind
+        for key in ('models', 'training_states'):
+            stale = remove_stale_temporaries(opt['path'][key])
+            if stale:
+                logger.info(f"Removed {len(stale)} unfinished temporary file(s) from {opt['path'][key]}: {stale}")
     tb_logger = init_tb_loggers(opt)
 
     train_loader, train_sampler, val_loaders, total_epochs, total_iters = create_train_val_dataloader(

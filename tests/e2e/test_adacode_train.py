@@ -9,7 +9,8 @@ from os import path as osp
 import cv2
 import pytest
 import torch
-from helpers import REPO, entry_cmd, logged_values, make_tiny_femasr_workdir, peak_rss_mb, read_train_log, run_cmd
+from helpers import (REPO, assert_resume_is_exact, entry_cmd, logged_values, make_tiny_femasr_workdir, peak_rss_mb,
+                     read_train_log, run_cmd)
 
 TINY = osp.join(REPO, 'options', 'train', 'adacode', 'tiny')
 FROZEN = ('quantize_group.', 'decoder_group.', 'after_quant_group.', 'out_conv.')
@@ -118,3 +119,9 @@ def test_1024_lr_input_tiled_within_memory_bound():
     print(f'AdaCode x2 tiled 1024x1024 LR: peak memory +{peak_mb:.0f} MB')
     assert out.shape == (1, 3, 2048, 2048) and torch.isfinite(out).all()
     assert peak_mb < 3000, f'peak memory grew by {peak_mb:.0f} MB'
+
+
+@pytest.mark.parametrize('stage', ['stage2_hq', 'x4_sinca', 'x4_retrain'])
+def test_resume_is_exact(stage, chain):
+    """Stopped after 2 iterations and resumed, each shipped tiny stage ends bit-identical to an uninterrupted run."""
+    assert_resume_is_exact(chain, osp.join(TINY, f'{stage}.yml'))

@@ -4,8 +4,8 @@ from os import path as osp
 
 import pytest
 import torch
-from helpers import (REPO, assert_face_stage_overfits, entry_cmd, logged_values, make_tiny_codeformer_workdir,
-                     read_train_log, run_cmd)
+from helpers import (REPO, assert_face_stage_overfits, assert_resume_is_exact, entry_cmd, logged_values,
+                     make_tiny_codeformer_workdir, read_train_log, run_cmd)
 
 from basicsr_sinca.utils.inference import build_net_from_options
 
@@ -103,3 +103,10 @@ def test_test_pipeline_on_stage2_result(stage2_sinca, workdir):
     assert len(list((res / 'visualization' / 'tiny_faces_test').glob('*.png'))) == 6
     log = ''.join(p.read_text() for p in res.glob('test_*.log'))
     assert re.search(r'# psnr: [\d.]+', log) and re.search(r'# lpips: [\d.]+', log)
+
+
+@pytest.mark.parametrize('stage', ['stage2_retrain', 'stage2_sinca', 'stage3_sinca'])
+def test_resume_is_exact(stage, workdir, stage2_sinca):
+    """Stopped after 2 iterations and resumed, each shipped tiny stage ends bit-identical to an uninterrupted run
+    (random degradations included: the training state carries the random generators)."""
+    assert_resume_is_exact(workdir[0], osp.join(TINY, f'{stage}.yml'))

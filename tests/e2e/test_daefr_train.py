@@ -8,7 +8,8 @@ from os import path as osp
 
 import pytest
 import torch
-from helpers import REPO, assert_face_stage_overfits, entry_cmd, logged_values, read_train_log, run_cmd
+from helpers import (REPO, assert_face_stage_overfits, assert_resume_is_exact, entry_cmd, logged_values, read_train_log,
+                     run_cmd)
 
 TINY = osp.join(REPO, 'options', 'train', 'daefr', 'tiny')
 STAGES = ('hq_codebook', 'lq_codebook', 'association', 'final_sinca', 'final_retrain')
@@ -159,3 +160,9 @@ def test_lightning_checkpoints_load_and_convert(chain, tmp_path):
     assert rc == 0
     converted = _params(tmp_path / 'hq.pth')
     assert set(converted) == set(hq) and all(torch.equal(converted[k], v) for k, v in hq.items())
+
+
+@pytest.mark.parametrize('stage', STAGES)
+def test_resume_is_exact(stage, chain):
+    """Stopped after 2 iterations and resumed, each shipped tiny stage ends bit-identical to an uninterrupted run."""
+    assert_resume_is_exact(chain, osp.join(TINY, f'{stage}.yml'))

@@ -4,7 +4,8 @@ from os import path as osp
 
 import pytest
 import torch
-from helpers import REPO, entry_cmd, logged_values, make_tiny_femasr_workdir, read_train_log, run_cmd
+from helpers import (REPO, assert_resume_is_exact, entry_cmd, logged_values, make_tiny_femasr_workdir, read_train_log,
+                     run_cmd)
 
 TINY = osp.join(REPO, 'options', 'train', 'femasr', 'tiny')
 FROZEN = ('quantize_group.', 'decoder_group.', 'after_quant_group.', 'out_conv.')
@@ -83,3 +84,9 @@ def test_test_pipeline_tiled(workdir):
     assert cv2.imread(str(images[0])).shape == (160, 160, 3)  # whole image back from 40x40 LR tiles
     log = ''.join(p.read_text() for p in res.glob('test_*.log'))
     assert re.search(r'# psnr: [\d.]+', log) and re.search(r'# lpips: [\d.]+', log)
+
+
+@pytest.mark.parametrize('stage', ['x4_retrain', 'x4_sinca'])
+def test_resume_is_exact(stage, workdir):
+    """Stopped after 2 iterations and resumed, each shipped tiny stage ends bit-identical to an uninterrupted run."""
+    assert_resume_is_exact(workdir[0], osp.join(TINY, f'{stage}.yml'))

@@ -7,7 +7,7 @@ from os import path as osp
 
 import pytest
 import torch
-from helpers import REPO, entry_cmd, logged_values, read_train_log, run_cmd
+from helpers import REPO, assert_resume_is_exact, entry_cmd, logged_values, read_train_log, run_cmd
 
 TINY = osp.join(REPO, 'options', 'train', 'restoreformer', 'tiny')
 sys.path.insert(0, osp.join(REPO, 'scripts'))
@@ -74,10 +74,7 @@ def test_test_pipeline_face_inference_and_lightning_file(chain, tmp_path):
 def test_full_retrain_loss_with_components_and_identity_runs(chain):
     """RestoreFormer's whole objective for one iteration through the entry point: the re-train's terms plus three
     facial-component discriminators on landmark boxes and a random ArcFace identity loss."""
-    import json
-    marks = {f'face_{i:03d}': {'left_eye': [200, 250, 24], 'right_eye': [312, 250, 24], 'mouth': [256, 380, 48]}
-             for i in range(6)}
-    (chain / 'datasets' / 'tiny_landmarks.json').write_text(json.dumps(marks))
+    _write_landmarks(chain)
     run_cmd(entry_cmd('train', '-opt', osp.join(TINY, 'retrain_components.yml')), cwd=chain)
     log = read_train_log(chain / 'experiments' / 'tiny_RestoreFormer_retrain_components')
     for key in ('l_pix', 'l_percep', 'l_style', 'l_feat_lq', 'l_g_gan', 'l_identity', 'l_g_left_eye',
@@ -85,3 +82,19 @@ def test_full_retrain_loss_with_components_and_identity_runs(chain):
         assert len(logged_values(log, key)) == 1, key
     models = chain / 'experiments' / 'tiny_RestoreFormer_retrain_components' / 'models'
     assert (models / 'net_d_component_1.pth').is_file() and (models / 'net_g_1.pth').is_file()
+
+
+def _write_landmarks(root):
+    """Component boxes (x, y, half size in the 512-px frame) of the six tiny faces for the dataset's component_path."""
+    import json
+    marks = {f'face_{i:03d}': {'left_eye': [200, 250, 24], 'right_eye': [312, 250, 24], 'mouth': [256, 380, 48]}
+             for i in range(6)}
+    (root / 'datasets' / 'tiny_landmarks.json').write_text(json.dumps(marks))
+
+
+@pytest.mark.parametrize('stage', ['hq_dictionary', 'retrain', 'sinca', 'retrain_components'])
+def test_resume_is_exact(stage, chain):
+    """Stopped after 2 iterations and resumed, each shipped tiny stage ends bit-identical to an uninterrupted run
+    (with facial-component discriminators and the identity loss for retrain_components)."""
+    _write_landmarks(chain)
+    assert_resume_is_exact(chain, osp.join(TINY, f'{stage}.yml'))

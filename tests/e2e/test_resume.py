@@ -131,5 +131,28 @@ def test_auto_resume_skips_unreadable_newest_state(tmp_path, sr_pairs):
     (states / '9.state').write_bytes(b'\x80truncated')  # e.g. written by a tool without atomic saves
     opt_file = write_yaml(tmp_path / 'r.yml', _deterministic(sr_pairs, 'corrupt', save_freq=3, total_iter=9))
     proc = run_cmd(entry_cmd('train', '-opt', opt_file, '--auto_resume'), cwd=tmp_path)
-    assert 'skipping unreadable training state' in proc.stderr
+    assert 'skipping training state' in proc.stderr and '9.state' in proc.stderr
     assert 'Resuming training from epoch: 1, iter: 6' in read_train_log(tmp_path / 'experiments' / 'corrupt')
+
+
+def test_auto_resume_falls_back_past_a_truncated_network_file_and_cleans_temporaries(tmp_path, sr_pairs):
+    """A good 9.state next to a truncated net_g_9.pth (a kill during a non-atomic write, or a copy that stopped):
+    --auto_resume takes the previous pair instead of failing; hidden temporaries of a killed save are removed at
+    start; checkpoints get the permissions the umask gives (not mkstemp's 0600)."""
+    opt_file = write_yaml(tmp_path / 'r.yml', _deterministic(sr_pairs, 'truncnet', save_freq=3, total_iter=9))
+    run_cmd(entry_cmd('train', '-opt', opt_file), cwd=tmp_path)
+    exp = tmp_path / 'experiments' / 'truncnet'
+    net9 = exp / 'models' / 'net_g_9.pth'
+    net9.write_bytes(net9.read_bytes()[:100])
+    stale = exp / 'models' / '.net_g_12.pth.abc123.tmp'
+    stale.write_bytes(b'\0' * 1000)
+    opt_file = write_yaml(tmp_path / 'r.yml', _deterministic(sr_pairs, 'truncnet', save_freq=3, total_iter=12))
+    proc = run_cmd(entry_cmd('train', '-opt', opt_file, '--auto_resume'), cwd=tmp_path)
+    assert 'skipping training state' in proc.stderr and 'net_g_9.pth' in proc.stderr
+    log = read_train_log(exp)
+    assert 'Resuming training from epoch: 1, iter: 6' in log and 'Removed 1 unfinished temporary file' in log
+    assert not stale.exists() and _load(exp / 'models' / 'net_g_12.pth')['params']
+    umask = os.umask(0)
+    os.umask(umask)
+    for f in (exp / 'models' / 'net_g_12.pth', exp / 'training_states' / '12.state'):
+        assert f.stat().st_mode & 0o777 == 0o666 & ~umask, f

@@ -6,7 +6,8 @@ from os import path as osp
 
 import pytest
 import torch
-from helpers import REPO, assert_face_stage_overfits, entry_cmd, logged_values, read_train_log, run_cmd
+from helpers import (REPO, assert_face_stage_overfits, assert_resume_is_exact, entry_cmd, logged_values, read_train_log,
+                     run_cmd)
 
 TINY = osp.join(REPO, 'options', 'train', 'vqfr', 'tiny')
 STAGES = {'vqgan_v2': 'tiny_VQFR_VQGANv2', 'v2_retrain': 'tiny_VQFR_v2_retrain', 'v2_sinca': 'tiny_VQFR_v2_sinca',
@@ -126,3 +127,9 @@ def test_test_pipeline_metrics_and_official_network(chain):
     released = official.state_dict()
     assert 'feat2index.1.weight' in released and not any(k.startswith('bottleneck.') for k in released)
     assert SinCAVQFRv2('feat2index', **net_opt).load_state_dict(released, strict=True) is not None
+
+
+@pytest.mark.parametrize('stage', list(STAGES))
+def test_resume_is_exact(stage, chain):
+    """Stopped after 2 iterations and resumed, each shipped tiny stage ends bit-identical to an uninterrupted run."""
+    assert_resume_is_exact(chain, osp.join(TINY, f'{stage}.yml'))

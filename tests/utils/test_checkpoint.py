@@ -83,3 +83,58 @@ def test_report_names_missing_unexpected_and_mismatched_keys():
     assert torch.equal(net[2].weight, before)  # a mis-shaped key is never loaded
     with pytest.raises(ValueError, match='ckpt.pth does not match Sequential: 1 missing keys'):
         load_state_dict_report(net, sd, strict=True, source='ckpt.pth')
+
+
+def test_malicious_files_refused_through_the_entry_even_when_torch_defaults_to_unsafe(tmp_path, sr_pairs):
+    """With torch's old default forced (``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1``, what torch < 2.6 does), a file that
+    would run a command when unpickled is refused in one line as ``path.resume_state`` and as
+    ``pretrain_network_g``; the command never runs. The file really is malicious: a plain ``torch.load`` runs it."""
+    import os
+    import subprocess
+    import sys
+
+    from helpers import entry_cmd, sub_env, tiny_sr_options, write_yaml
+    marker = tmp_path / 'executed'
+    evil = tmp_path / 'evil.pth'
+    torch.save({'params': {'w': torch.ones(1)}, 'x': _Payload(os.system, f'touch {marker}')}, evil)
+    env = dict(sub_env(), TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD='1')
+
+    for key in ('resume_state', 'pretrain_network_g'):
+        opt = tiny_sr_options(sr_pairs, f'evil_{key}', total_iter=2)
+        opt['path'][key] = str(evil)
+        proc = subprocess.run(entry_cmd('train', '-opt', write_yaml(tmp_path / f'{key}.yml', opt)), cwd=tmp_path,
+                              env=env, capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 2, proc.stderr[-2000:]
+        last = proc.stderr.strip().splitlines()[-1]  # after BasicSR's log of the run so far, no traceback
+        assert last.startswith('basicsr_sinca: error:') and 'evil.pth' in last and 'posix.system' in last, proc.stderr
+        assert 'Traceback' not in proc.stderr
+        assert not marker.exists(), key
+
+    subprocess.run([sys.executable, '-c', f'import torch; torch.load({str(evil)!r})'], env=env, capture_output=True)
+    assert marker.exists(), 'the test file is not malicious after all'
+
+
+def test_non_strict_loading_refuses_another_networks_weights_and_says_what_loaded():
+    """strict_load_g: false (CodeFormer's stage 2/3) must not train from nothing: FeMaSR weights into a CodeFormer
+    load no key and fail; a codebook of another size (a part in the file none of whose keys load) fails; the
+    legitimate case (the VQGAN's parts into SinCA-CodeFormer, the transformer new) loads and reports per part."""
+    from helpers import TINY_FEMASR_HQ, TINY_VQGAN
+
+    from basicsr_sinca.archs.codeformer_arch import SinCACodeFormer, VQAutoEncoder
+    from basicsr_sinca.archs.femasr_arch import FeMaSRNet
+    torch.manual_seed(0)
+    net = SinCACodeFormer(bottleneck={'type': 'sinca', 'num_layers': 1, 'num_heads': 4}, connect_list=['16', '32'],
+                          **TINY_VQGAN)
+    with pytest.raises(ValueError, match=r'nothing loaded \(is it the right file\?\)'):
+        load_state_dict_report(net, FeMaSRNet(**TINY_FEMASR_HQ).state_dict(), strict=False, source='femasr.pth')
+    other_codebook = VQAutoEncoder(**dict(TINY_VQGAN, codebook_size=32)).state_dict()
+    with pytest.raises(ValueError, match=r'^quantize: in the file but none of its keys load'):
+        load_state_dict_report(net, other_codebook, strict=False, source='vqgan32.pth')
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    vqgan = VQAutoEncoder(**TINY_VQGAN).state_dict()
+    report = load_state_dict_report(net, vqgan, strict=False, source='vqgan.pth')
+    assert 'loaded from the file: encoder ' in report and 'quantize 1/1' in report
+    loaded = [k for k in vqgan if k in before]
+    assert loaded and all(torch.equal(net.state_dict()[k], vqgan[k]) for k in loaded)
+    n_gen = sum(k.startswith('generator.') for k in before)
+    assert f'generator {n_gen}/{n_gen}' in report
