@@ -58,6 +58,7 @@ setup(
         'scikit-image',
         'tqdm',
         'matplotlib',
+        'pillow',
     ],
     extras_require={
         'test': ['pytest>=7', 'pytest-timeout'],

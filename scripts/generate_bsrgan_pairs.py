@@ -50,26 +50,29 @@ def main(argv=None):
 
     from basicsr_sinca.data.bsrgan_degradation import degradation_bsrgan
     from basicsr_sinca.utils.file_io import atomic_imwrite
-    from basicsr_sinca.utils.inference import list_inputs, read_image
+    from basicsr_sinca.utils.inference import check_output_folder, list_inputs, output_stems, read_image
 
     try:
         inputs = list_inputs(args.input)
-    except FileNotFoundError as err:
+        check_output_folder(args.output, inputs)
+    except (FileNotFoundError, ValueError) as err:
         print(f'error: {err}', file=sys.stderr)
         return 2
     hr_dir, lr_dir = osp.join(args.output, 'HR'), osp.join(args.output, f'LR_X{args.scale}')
-    skipped, written = [], 0
+    stems, notes = output_stems(inputs)
+    skipped, written, kept = [], 0, 0
     for path in tqdm(inputs, desc=f'BSRGAN x{args.scale}', unit='img'):
         try:
             img = read_image(path)
         except ValueError as err:
             skipped.append(str(err))
             continue
-        name = osp.splitext(osp.basename(path))[0]
+        name = stems[path]
         for suffix, crop in sub_images(img, args.crop_size, args.step or args.crop_size):
             out_name = f'{name}{suffix}.png'
             done = osp.isfile(osp.join(lr_dir, out_name)) and osp.isfile(osp.join(hr_dir, out_name))
             if done and not args.overwrite:
+                kept += 1
                 continue
             rng = np.random.default_rng([args.seed, zlib.crc32(out_name.encode())])
             try:
@@ -80,10 +83,13 @@ def main(argv=None):
             atomic_imwrite((hq * 255.0).round().astype(np.uint8), osp.join(hr_dir, out_name))
             atomic_imwrite((np.clip(lq, 0, 1) * 255.0).round().astype(np.uint8), osp.join(lr_dir, out_name))
             written += 1
-    print(f'{written} pair(s) written to {args.output}; {len(skipped)} input(s) skipped')
+    for note in notes:
+        print(f'  renamed: {note}')
+    print(f'{written} pair(s) written to {args.output}, {kept} already there (kept; --overwrite); '
+          f'{len(skipped)} input(s) failed')
     for msg in skipped:
-        print(f'  skipped: {msg}')
-    return 0
+        print(f'  failed: {msg}')
+    return 1 if skipped else 0
 
 
 if __name__ == '__main__':

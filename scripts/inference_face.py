@@ -148,14 +148,15 @@ def main(argv=None):
     import torch
     from tqdm import tqdm
 
-    from basicsr_sinca.utils.file_io import atomic_imwrite
-    from basicsr_sinca.utils.inference import list_inputs, read_image, report_written
+    from basicsr_sinca.utils.inference import (check_output_folder, failure_message, list_inputs, output_stems,
+                                               report_written)
     from basicsr_sinca.utils.options import OptionError
 
     device = torch.device('cuda' if args.device == 'auto' and torch.cuda.is_available() else
                           ('cpu' if args.device == 'auto' else args.device))
     try:
         inputs = list_inputs(args.input)
+        check_output_folder(args.output, inputs)
         net = load_network(args, device)
         decode_kwargs = decode_options(net, args)
         helper = None if args.has_aligned else make_face_helper(args, net, device)
@@ -164,33 +165,40 @@ def main(argv=None):
         return 2
     restore = make_restorer(net, decode_kwargs, device)
 
+    stems, notes = output_stems(inputs)
     skipped, written = [], 0
     for path in tqdm(inputs, desc='restoring', unit='img'):
-        name = osp.splitext(osp.basename(path))[0]
         try:
-            img = read_image(path)
-        except ValueError as err:
-            skipped.append(str(err))
-            tqdm.write(f'skipped: {err}')
+            restore_one(path, stems[path], restore, helper, args)
+        except Exception as err:  # noqa: BLE001 - one bad input (unreadable, out of memory, ...) ends only itself
+            skipped.append(failure_message(path, err))
+            tqdm.write(f'failed: {skipped[-1]}')
             continue
-        if helper is None:
-            atomic_imwrite(restore(img), osp.join(args.output, 'restored_faces', f'{name}.png'))
-            written += 1
-            continue
-        helper.clean_all()
-        helper.read_image(img)
-        helper.get_face_landmarks_5(only_center_face=args.only_center_face, resize=640, eye_dist_threshold=5)
-        helper.align_warp_face()
-        for k, face in enumerate(helper.cropped_faces):
-            restored = restore(face)
-            helper.add_restored_face(restored)
-            atomic_imwrite(face, osp.join(args.output, 'cropped_faces', f'{name}_{k:02d}.png'))
-            atomic_imwrite(restored, osp.join(args.output, 'restored_faces', f'{name}_{k:02d}.png'))
-        helper.get_inverse_affine(None)
-        final = helper.paste_faces_to_input_image() if helper.restored_faces else img
-        atomic_imwrite(final, osp.join(args.output, 'final_results', f'{name}.png'))
         written += 1
-    return report_written(written, skipped, inputs, args.output, 'image(s) restored into')
+    return report_written(written, skipped, inputs, args.output, 'image(s) restored into', notes)
+
+
+def restore_one(path, name, restore, helper, args):
+    """Restore one input into ``<output>/restored_faces/<name>*.png`` (and, for whole images, the cropped faces and
+    ``final_results/<name>.png``)."""
+    from basicsr_sinca.utils.file_io import atomic_imwrite
+    from basicsr_sinca.utils.inference import read_image
+    img = read_image(path)
+    if helper is None:
+        atomic_imwrite(restore(img), osp.join(args.output, 'restored_faces', f'{name}.png'))
+        return
+    helper.clean_all()
+    helper.read_image(img)
+    helper.get_face_landmarks_5(only_center_face=args.only_center_face, resize=640, eye_dist_threshold=5)
+    helper.align_warp_face()
+    for k, face in enumerate(helper.cropped_faces):
+        restored = restore(face)
+        helper.add_restored_face(restored)
+        atomic_imwrite(face, osp.join(args.output, 'cropped_faces', f'{name}_{k:02d}.png'))
+        atomic_imwrite(restored, osp.join(args.output, 'restored_faces', f'{name}_{k:02d}.png'))
+    helper.get_inverse_affine(None)
+    final = helper.paste_faces_to_input_image() if helper.restored_faces else img
+    atomic_imwrite(final, osp.join(args.output, 'final_results', f'{name}.png'))
 
 
 if __name__ == '__main__':

@@ -70,9 +70,15 @@ def super_resolve(net, img, args, device):
     x = img2input(img, device, normalize=False)
     with torch.no_grad():
         if x.shape[-2] * x.shape[-1] <= args.max_size**2:
-            out = net.test(x)
-        else:
-            out = net.test_tile(x, args.tile_size, args.tile_pad)
+            try:
+                return net.test(x).clamp(0, 1)
+            except (MemoryError, RuntimeError) as err:  # torch.OutOfMemoryError is a RuntimeError
+                if not isinstance(err, MemoryError) and 'out of memory' not in str(err).lower():
+                    raise
+                if torch.cuda.is_available():
+                    torch.cuda.empty_cache()
+                print(f'{tuple(x.shape[-2:])}: out of memory in one piece, retrying in tiles of {args.tile_size}')
+        out = net.test_tile(x, args.tile_size, args.tile_pad)
     return out.clamp(0, 1)
 
 
@@ -108,7 +114,8 @@ def main(argv=None):
     from tqdm import tqdm
 
     from basicsr_sinca.utils.file_io import atomic_imwrite
-    from basicsr_sinca.utils.inference import list_inputs, output2img, read_image_layers, report_written
+    from basicsr_sinca.utils.inference import (check_output_folder, failure_message, list_inputs, output2img,
+                                               output_stems, read_image_layers, report_written)
     from basicsr_sinca.utils.options import OptionError
 
     device = torch.device('cuda' if args.device == 'auto' and torch.cuda.is_available() else
@@ -118,33 +125,33 @@ def main(argv=None):
         return 2
     try:
         inputs = list_inputs(args.input)
+        check_output_folder(args.output, inputs)
         net = load_network(args, device)
     except (OptionError, FileNotFoundError, ValueError) as err:
         print(f'error: {err}', file=sys.stderr)
         return 2
 
+    stems, notes = output_stems(inputs)
     skipped, written = [], 0
     for path in tqdm(inputs, desc=f'x{args.out_scale} SR', unit='img'):
         try:
             img, alpha, depth = read_image_layers(path)
             out = super_resolve(net, img, args, device)
-        except ValueError as err:
-            msg = str(err) if str(err).startswith(path) else f'{path}: {err}'
-            skipped.append(msg)
-            tqdm.write(f'skipped: {msg}')
+            result = output2img(out, (0, 1), np.uint16 if depth == 16 else np.uint8)
+            if alpha is not None:
+                up = cv2.resize(alpha, (result.shape[1], result.shape[0]), interpolation=cv2.INTER_CUBIC)
+                result = np.dstack([result, up.astype(result.dtype) * (257 if depth == 16 else 1)])
+            atomic_imwrite(result, osp.join(args.output, f'{stems[path]}.png'))
+        except Exception as err:  # noqa: BLE001 - one bad input (unreadable, out of memory, ...) ends only itself
+            skipped.append(failure_message(path, err))
+            tqdm.write(f'failed: {skipped[-1]}')
             continue
-        result = output2img(out, (0, 1), np.uint16 if depth == 16 else np.uint8)
-        if alpha is not None:
-            up = cv2.resize(alpha, (result.shape[1], result.shape[0]), interpolation=cv2.INTER_CUBIC)
-            result = np.dstack([result, up.astype(result.dtype) * (257 if depth == 16 else 1)])
-        name = osp.splitext(osp.basename(path))[0]
-        atomic_imwrite(result, osp.join(args.output, f'{name}.png'))
         written += 1
         if args.maps and img.shape[0] * img.shape[1] <= args.max_size**2:
             figure = maps_figure(net, img, output2img(out, (0, 1)), device)
             if figure is not None:
-                atomic_imwrite(figure, osp.join(args.output, 'maps', f'{name}_maps.png'))
-    return report_written(written, skipped, inputs, args.output, 'image(s) written to')
+                atomic_imwrite(figure, osp.join(args.output, 'maps', f'{stems[path]}_maps.png'))
+    return report_written(written, skipped, inputs, args.output, 'image(s) written to', notes)
 
 
 if __name__ == '__main__':

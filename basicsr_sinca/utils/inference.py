@@ -8,8 +8,19 @@ import torch
 
 __all__ = [
     'list_inputs', 'read_image', 'read_image_layers', 'is_gray', 'build_net_from_options', 'img2input', 'output2img',
-    'report_written'
+    'report_written', 'check_output_folder', 'output_stems', 'failure_message'
 ]
+
+# EXIF orientation (tag 0x0112) -> what turns the stored pixels upright
+_EXIF_ORIENTATION = {
+    2: lambda a: a[:, ::-1],
+    3: lambda a: a[::-1, ::-1],
+    4: lambda a: a[::-1],
+    5: lambda a: np.swapaxes(a, 0, 1),
+    6: lambda a: np.swapaxes(a, 0, 1)[:, ::-1],
+    7: lambda a: np.swapaxes(a, 0, 1)[::-1, ::-1],
+    8: lambda a: np.swapaxes(a, 0, 1)[::-1],
+}
 
 
 def list_inputs(path):
@@ -32,16 +43,20 @@ def list_inputs(path):
 def read_image_layers(path):
     """Read an image as HWC BGR uint8 plus its alpha channel (HxW uint8 or None) and original bit depth.
 
-    Gray images are expanded to 3 channels; 16-bit (and float) images are scaled to 8 bits.
+    Gray images are expanded to 3 channels; 16-bit (and float) images are scaled to 8 bits; the EXIF orientation
+    (a phone portrait stored sideways) is applied.
 
     Raises:
-        ValueError: empty or unreadable file, or not an image; the message names the file.
+        ValueError: empty, unreadable or truncated file, or not an image; the message names the file.
     """
     if osp.getsize(path) == 0:
         raise ValueError(f'{path}: empty file')
     img = cv2.imread(path, cv2.IMREAD_UNCHANGED)
     if img is None:
         raise ValueError(f'{path}: not a readable image')
+    orientation = _check_and_orientation(path)
+    if orientation in _EXIF_ORIENTATION:  # IMREAD_UNCHANGED keeps the stored pixel order
+        img = _EXIF_ORIENTATION[orientation](img)
     depth = 16 if img.dtype == np.uint16 else 8
     if img.dtype == np.uint16:
         img = (img.astype(np.float32) / 257.0).round().astype(np.uint8)
@@ -55,6 +70,22 @@ def read_image_layers(path):
     if img.ndim == 2:
         img = cv2.cvtColor(img, cv2.COLOR_GRAY2BGR)
     return np.ascontiguousarray(img), alpha, depth
+
+
+def _check_and_orientation(path):
+    """Refuse a truncated JPEG (OpenCV decodes it with a grey band and no error); return the EXIF orientation (1 if
+    none)."""
+    from PIL import Image
+    try:
+        with Image.open(path) as im:
+            orientation = int(im.getexif().get(0x0112, 1) or 1)
+            if im.format == 'JPEG':
+                im.load()  # raises on a truncated file
+    except OSError as err:
+        if 'truncated' in str(err).lower():
+            raise ValueError(f'{path}: truncated image file ({err})') from None
+        return 1  # a format PIL does not read: OpenCV's decoding stands
+    return orientation
 
 
 def read_image(path):
@@ -102,10 +133,65 @@ def build_net_from_options(opt_path):
     return build_network(net_opt)
 
 
-def report_written(written, skipped, inputs, output, what='image(s) restored into'):
-    """Print how many outputs were written and every skipped input (one line each); returns the exit code: 1 when
-    inputs existed but none was written."""
-    print(f'{written} {what} {output}; {len(skipped)} skipped')
+def check_output_folder(output, inputs):
+    """Check, before any model is loaded, that results can be written to ``output`` without touching an input.
+
+    Raises:
+        ValueError: ``output`` is (or contains) the folder of an input, or cannot be created / written.
+    """
+    out = osp.realpath(output)
+    for path in inputs:
+        folder = osp.dirname(osp.realpath(path))
+        if folder == out or folder.startswith(out + os.sep):
+            raise ValueError(f'-o {output}: holds the input {path}; results would mix with or overwrite inputs, '
+                             'choose another output folder')
+    try:
+        os.makedirs(output, exist_ok=True)
+        import tempfile
+        with tempfile.TemporaryFile(dir=output):
+            pass
+    except OSError as err:
+        raise ValueError(f'-o {output}: cannot write there ({err.strerror or err})') from None
+
+
+def output_stems(inputs):
+    """A distinct output stem per input: its file stem, or, when stems collide (``a.jpg`` and ``a.png``), the stem
+    with the extension (``a_jpg``, ``a_png``; a counter if that is taken too).
+
+    Returns:
+        tuple: ``({input path: stem}, [one line per renamed input])``.
+    """
+    stems = [osp.splitext(osp.basename(p))[0] for p in inputs]
+    taken, result, notes = set(), {}, []
+    duplicated = {s for s in stems if stems.count(s) > 1}
+    for path, stem in zip(inputs, stems):
+        name = stem
+        if stem in duplicated:
+            name = f"{stem}_{osp.splitext(path)[1].lstrip('.').lower() or 'noext'}"
+        base, k = name, 2
+        while name in taken or (name != stem and name in stems):
+            name, k = f'{base}_{k}', k + 1
+        taken.add(name)
+        result[path] = name
+        if name != stem:
+            notes.append(f'{osp.basename(path)} shares its name with another input: written as {name}')
+    return result, notes
+
+
+def failure_message(path, err):
+    """One line naming the input and what went wrong (out of memory included)."""
+    text = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    if isinstance(err, ValueError) and text.startswith(path):
+        return text
+    return f'{path}: {type(err).__name__}: {text}'
+
+
+def report_written(written, skipped, inputs, output, what='image(s) restored into', notes=()):
+    """Print the summary: how many outputs were written (the count on disk), every renamed and every failed input
+    (one line each). Returns the exit code: 0 when every input was written, 1 when any failed."""
+    for note in notes:
+        print(f'  renamed: {note}')
+    print(f'{written} {what} {output}; {len(skipped)} failed')
     for msg in skipped:
-        print(f'  skipped: {msg}')
-    return 0 if written or not inputs else 1
+        print(f'  failed: {msg}')
+    return 1 if skipped else 0

@@ -75,7 +75,7 @@ def test_generator_script_reproducible_and_robust(hr_folder, tmp_path, capsys):
     (src / 'tiny.png').write_bytes(cv2.imencode('.png', np.zeros((3, 3, 3), np.uint8))[1].tobytes())
     out1, out2 = tmp_path / 'a', tmp_path / 'b'
     assert generate_bsrgan_pairs.main(['-i', str(src), '-o', str(out1), '--scale', '2', '--crop_size', '128',
-                                       '--step', '112']) == 0
+                                       '--step', '112']) == 1  # two inputs failed
     printed = capsys.readouterr().out
     assert 'broken.png: not a readable image' in printed and 'tiny.png' in printed and 'too small' in printed
     names = sorted(os.listdir(out1 / 'LR_X2'))
@@ -83,7 +83,7 @@ def test_generator_script_reproducible_and_robust(hr_folder, tmp_path, capsys):
     # a second run in another order/folder gives identical pairs (seeded by name, not by position)
     os.remove(src / 'chelsea.png')
     assert generate_bsrgan_pairs.main(['-i', str(src), '-o', str(out2), '--scale', '2', '--crop_size', '128',
-                                       '--step', '112']) == 0
+                                       '--step', '112']) == 1
     for name in os.listdir(out2 / 'LR_X2'):
         assert (out1 / 'LR_X2' / name).read_bytes() == (out2 / 'LR_X2' / name).read_bytes()
     lr = cv2.imread(str(out1 / 'LR_X2' / names[0]))

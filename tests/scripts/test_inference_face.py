@@ -48,7 +48,7 @@ def test_aligned_folder(tmp_path, tiny_ckpt, capsys):
     out = tmp_path / 'out'
     rc = inference_face.main(['-i', str(tmp_path / 'in'), '-o', str(out), '--has_aligned', '--opt', TINY_OPT,
                                     '--model_path', tiny_ckpt, '-w', '0.7'])
-    assert rc == 0
+    assert rc == 1  # three inputs failed
     written = sorted(os.listdir(out / 'restored_faces'))
     assert written == ['astronaut_face.png', 'deep_face.png', 'gray_face.png', 'rgba_face.png']
     for name in written:
@@ -59,7 +59,7 @@ def test_aligned_folder(tmp_path, tiny_ckpt, capsys):
     printed = capsys.readouterr().out
     for bad in ('empty.png: empty file', 'truncated.png: not a readable image', 'readme.txt: not a readable image'):
         assert bad in printed
-    assert '4 image(s) restored' in printed and '3 skipped' in printed
+    assert '4 image(s) restored' in printed and '3 failed' in printed
     assert not [f for f in os.listdir(out / 'restored_faces') if f.startswith('.')]  # no temp files
 
 
@@ -176,3 +176,16 @@ def test_fidelity_ratio_errors(tmp_path, tiny_ckpt, tiny_vqfr, capsys):
     assert inference_face.main(base + ['--opt', opt, '--model_path', ckpt, '-w', '0.5']) == 2
     assert 'SinCAVQFRv2' in capsys.readouterr().err
     assert not (tmp_path / 'out').exists()
+
+
+def test_output_folder_holding_the_inputs_is_refused(tmp_path, tiny_ckpt, capsys):
+    """Face restoration and the pair generator never write into the folder of their inputs (nor above it)."""
+    import generate_bsrgan_pairs
+    _inputs(tmp_path / 'in')
+    before = {p.name: p.read_bytes() for p in (tmp_path / 'in').iterdir()}
+    assert inference_face.main(['-i', str(tmp_path / 'in'), '-o', str(tmp_path / 'in'), '--has_aligned', '--opt',
+                                TINY_OPT, '--model_path', tiny_ckpt]) == 2
+    assert generate_bsrgan_pairs.main(['-i', str(tmp_path / 'in'), '-o', str(tmp_path), '--scale', '2']) == 2
+    err = capsys.readouterr().err
+    assert err.count('holds the input') == 2
+    assert {p.name: p.read_bytes() for p in (tmp_path / 'in').iterdir()} == before

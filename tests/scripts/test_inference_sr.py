@@ -98,7 +98,7 @@ def test_sr_script_folder(tmp_path, net, capsys):
     out = tmp_path / 'out'
     rc = inference_sr.main(['-i', str(src), '-o', str(out), '-s', '4', '--opt', TINY_OPT, '--model_path', str(ckpt),
                                 '--max_size', '40', '--tile_size', '32', '--tile_pad', '8'])
-    assert rc == 0
+    assert rc == 1  # two inputs failed
     assert sorted(os.listdir(out)) == ['deep.png', 'gray.png', 'photo.png', 'rgba.png']
     res = {n: cv2.imread(str(out / n), cv2.IMREAD_UNCHANGED) for n in os.listdir(out)}
     assert res['photo.png'].shape == (200, 280, 3) and res['photo.png'].dtype == np.uint8
@@ -109,3 +109,87 @@ def test_sr_script_folder(tmp_path, net, capsys):
     assert inference_sr.main(['-i', str(src), '-o', str(out), '-s', '2', '--opt', TINY_OPT,
                                   '--model_path', str(ckpt)]) == 2
     assert 'scale_factor is 4 but -s/--out_scale is 2' in capsys.readouterr().err
+
+
+def _ckpt(tmp_path, net):
+    ckpt = tmp_path / 'net.pth'
+    torch.save({'params': net.state_dict()}, ckpt)
+    return str(ckpt)
+
+
+def test_inputs_are_never_overwritten_and_names_never_shared(tmp_path, net, capsys):
+    """-o equal to (or above) the input folder is refused before anything is loaded; a.jpg and a.png get distinct
+    outputs, reported; the printed count is the count on disk."""
+    src = tmp_path / 'in'
+    src.mkdir()
+    photo = load_photo('rocket')[:40, :48]
+    cv2.imwrite(str(src / 'a.png'), photo)
+    cv2.imwrite(str(src / 'a.jpg'), photo[:, ::-1])
+    cv2.imwrite(str(src / 'b.png'), photo[::-1])
+    before = {p.name: p.read_bytes() for p in src.iterdir()}
+    common = ['-s', '4', '--opt', TINY_OPT, '--model_path', _ckpt(tmp_path, net)]
+    for out in (src, tmp_path):
+        assert inference_sr.main(['-i', str(src), '-o', str(out), *common]) == 2
+        assert f'-o {out}: holds the input' in capsys.readouterr().err
+    assert {p.name: p.read_bytes() for p in src.iterdir()} == before
+
+    out = tmp_path / 'out'
+    assert inference_sr.main(['-i', str(src), '-o', str(out), *common]) == 0
+    printed = capsys.readouterr().out
+    assert sorted(os.listdir(out)) == ['a_jpg.png', 'a_png.png', 'b.png'] and '3 image(s) written' in printed
+    assert 'a.jpg shares its name with another input: written as a_jpg' in printed
+    assert not np.array_equal(cv2.imread(str(out / 'a_jpg.png')), cv2.imread(str(out / 'a_png.png')))
+
+    assert inference_sr.main(['-i', str(src), '-o', str(src / 'a.png' / 'x'), *common]) == 2  # cannot be created
+    assert 'cannot write there' in capsys.readouterr().err
+
+
+def test_exif_orientation_applied_and_truncated_jpeg_refused(tmp_path, net, capsys):
+    from PIL import Image
+    src = tmp_path / 'in'
+    src.mkdir()
+    photo = load_photo('rocket')[:40, :56]  # stored landscape, EXIF says: rotate to portrait
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.fromarray(photo[..., ::-1]).save(src / 'portrait.jpg', exif=exif, quality=95)
+    Image.fromarray(photo[..., ::-1]).save(src / 'full.jpg', quality=95)
+    data = (src / 'full.jpg').read_bytes()
+    (src / 'cut.jpg').write_bytes(data[:len(data) * 2 // 3])
+    assert cv2.imread(str(src / 'cut.jpg')) is not None  # what OpenCV alone would accept
+    out = tmp_path / 'out'
+    rc = inference_sr.main(['-i', str(src), '-o', str(out), '-s', '4', '--opt', TINY_OPT,
+                            '--model_path', _ckpt(tmp_path, net)])
+    printed = capsys.readouterr().out
+    assert rc == 1 and 'cut.jpg: truncated image file' in printed
+    assert sorted(os.listdir(out)) == ['full.png', 'portrait.png']
+    assert cv2.imread(str(out / 'portrait.png')).shape == (224, 160, 3)
+    assert cv2.imread(str(out / 'full.png')).shape == (160, 224, 3)
+
+
+def test_out_of_memory_falls_back_to_tiles_and_failures_do_not_stop_the_batch(tmp_path, net, monkeypatch, capsys):
+    src = tmp_path / 'in'
+    src.mkdir()
+    for name in ('a', 'b', 'c'):
+        cv2.imwrite(str(src / f'{name}.png'), load_photo('rocket')[:40, :40])
+    calls = {'test': 0}
+    original_test, original_tile = type(net).test, type(net).test_tile
+
+    def test_oom(self, x):  # the whole image does not fit; tiles (test_tile runs test per tile) do
+        if x.shape[-1] < 40:
+            return original_test(self, x)
+        calls['test'] += 1
+        raise RuntimeError('CUDA out of memory. Tried to allocate 20.00 GiB')
+
+    def tile_oom_for_b(self, x, *args):
+        if calls['test'] == 2:
+            raise MemoryError()
+        return original_tile(self, x, *args)
+
+    monkeypatch.setattr(type(net), 'test', test_oom)
+    monkeypatch.setattr(type(net), 'test_tile', tile_oom_for_b)
+    out = tmp_path / 'out'
+    rc = inference_sr.main(['-i', str(src), '-o', str(out), '-s', '4', '--opt', TINY_OPT,
+                            '--model_path', _ckpt(tmp_path, net), '--tile_size', '16', '--tile_pad', '4'])
+    printed = capsys.readouterr().out
+    assert rc == 1 and 'retrying in tiles' in printed and 'b.png: MemoryError' in printed
+    assert sorted(os.listdir(out)) == ['a.png', 'c.png'] and '2 image(s) written' in printed
