@@ -50,7 +50,9 @@ def parse_args(argv=None):
                         help="VQFR v2's fidelity ratio in [0, 1]: the blend of the warped main branch, 0 = texture "
                         "branch only (most detail), 1 = most faithful to the input (default: the network's own, 1.0)")
     parser.add_argument('--model_path', required=True, help='checkpoint (.pth) of the network')
-    parser.add_argument('--param_key', default='params_ema', help="key inside the checkpoint (default params_ema)")
+    parser.add_argument('--param_key', default=None,
+                        help='key inside the checkpoint; a key the file lacks is an error (default: params_ema, else '
+                        'params)')
     parser.add_argument('--opt', default=None,
                         help='option file whose network_g describes the network (default: the official CodeFormer)')
     parser.add_argument('--adain', choices=['auto', 'on', 'off'], default='auto',
@@ -73,7 +75,8 @@ def load_network(args, device):
     net = build_net_from_options(args.opt) if args.opt else CodeFormer(vqgan_path=None)
     if not net.img_size:
         raise OptionError(f'{args.opt}: {type(net).__name__} has no face size (img_size); it is not a face network')
-    state_dict, used = read_state_dict(args.model_path, args.param_key)
+    state_dict, used = read_state_dict(args.model_path, args.param_key or 'params_ema',
+                                       ('params_ema', 'params', 'state_dict') if args.param_key is None else ())
     load_state_dict_report(net, state_dict, strict=True, source=f'{args.model_path} [{used}]')
     return net.to(device).eval()
 

@@ -30,8 +30,9 @@ def parse_args(argv=None):
     parser.add_argument('-o', '--output', default='results/sr', help='output folder (default: results/sr)')
     parser.add_argument('-s', '--out_scale', type=int, default=4, choices=[2, 4], help='SR factor (default 4)')
     parser.add_argument('--model_path', required=True, help='checkpoint (.pth) of the network')
-    parser.add_argument('--param_key', default='params', help='key inside the checkpoint (default params; '
-                        'params_ema for EMA weights)')
+    parser.add_argument('--param_key', default=None,
+                        help='key inside the checkpoint, e.g. params_ema for EMA weights; a key the file lacks is an '
+                        'error (default: params, else params_ema)')
     parser.add_argument('--opt', default=None,
                         help='option file whose network_g describes the network (default: the official FeMaSRNet)')
     parser.add_argument('--max_size', type=int, default=600,
@@ -57,7 +58,8 @@ def load_network(args, device):
                              f'{args.out_scale}')
     else:
         net = FeMaSRNet(codebook_params=[[32, 1024, 512]], LQ_stage=True, scale_factor=args.out_scale)
-    state_dict, used = read_state_dict(args.model_path, args.param_key, ('params', 'params_ema'))
+    state_dict, used = read_state_dict(args.model_path, args.param_key or 'params',
+                                       ('params', 'params_ema') if args.param_key is None else ())
     load_state_dict_report(net, state_dict, strict=True, source=f'{args.model_path} [{used}]')
     return net.to(device).eval()
 

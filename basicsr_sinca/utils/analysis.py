@@ -145,14 +145,14 @@ def save_figure(fig, path):
         f.write(buf.getvalue())
 
 
-def load_for_analysis(opt_path, model_path, param_key='params_ema', prior_path=None, dataset_key=None,
+def load_for_analysis(opt_path, model_path, param_key=None, prior_path=None, dataset_key=None,
                       device='cpu'):
     """Network, HQ prior and evaluation dataset described by a training/test option file.
 
     Args:
         opt_path (str): Option file (its ``network_g``, ``network_hq`` if any and one ``datasets`` entry are used).
         model_path (str): Trained checkpoint of ``network_g``.
-        param_key (str): Key in the checkpoint (falls back to ``params``).
+        param_key (str | None): Key in the checkpoint (an error if absent); None: ``params_ema``, else ``params``.
         prior_path (str | None): HQ prior; default ``path.pretrain_network_hq`` of the options (not needed when
             the network carries its prior).
         dataset_key (str | None): Entry of ``datasets`` (default: ``val``, else the first ``test_*``).
@@ -171,7 +171,8 @@ def load_for_analysis(opt_path, model_path, param_key='params_ema', prior_path=N
     if not isinstance(net, VQRestorer):
         raise OptionError(f"{opt_path}: network_g.type {opt['network_g']['type']} does not implement the restorer "
                           'contract (basicsr_sinca.archs.restorer_arch.VQRestorer)')
-    state_dict, used = read_state_dict(model_path, param_key, ('params_ema', 'params'))
+    state_dict, used = read_state_dict(model_path, param_key or 'params_ema',
+                                       ('params_ema', 'params') if param_key is None else ())
     load_state_dict_report(net, state_dict, strict=True, source=f'{model_path} [{used}]')
     net = net.to(device).eval()
     path_opt = opt.get('path') or {}
@@ -213,7 +214,9 @@ def add_analysis_args(parser):
     """The command-line arguments shared by the analysis scripts."""
     parser.add_argument('--opt', required=True, help='option file of the model (network_g and a dataset)')
     parser.add_argument('--model_path', required=True, help='trained checkpoint')
-    parser.add_argument('--param_key', default='params_ema', help='key in the checkpoint (default params_ema)')
+    parser.add_argument('--param_key', default=None,
+                        help='key in the checkpoint; a key the file lacks is an error (default: params_ema, else '
+                        'params)')
     parser.add_argument('--prior', default=None,
                         help='HQ prior checkpoint (default: path.pretrain_network_hq of the option file)')
     parser.add_argument('--dataset', default=None, help='entry of `datasets` to use (default: val, else test_1)')

@@ -104,7 +104,8 @@ def read_state_dict(path, param_key='params_ema', fallback_keys=('params_ema', '
                 break
     if not isinstance(ckpt, dict) or not all(torch.is_tensor(v) for v in ckpt.values()):
         keys = list(ckpt)[:5] if isinstance(ckpt, dict) else type(ckpt).__name__
-        raise ValueError(f'{path}: no state dict under {param_key!r} or {list(fallback_keys)} (top-level keys: {keys})')
+        tried = f'{param_key!r}' + (f' or {list(fallback_keys)}' if fallback_keys else '')
+        raise ValueError(f'{path}: no state dict under {tried} (top-level keys: {keys})')
     return {(k[7:] if k.startswith('module.') else k): v for k, v in ckpt.items()}, used
 
 

@@ -71,7 +71,8 @@ def main(is_train, argv=None):
         resuming = bool(getattr(args, 'auto_resume', False) or (opt.get('path') or {}).get('resume_state'))
         check_options(opt, is_train=is_train, resuming=resuming)
     except OptionError as err:
-        return _fail(str(err))
+        message = str(err)
+        return _fail(message if message.startswith(args.opt) else f'{args.opt}: {message}')
 
     try:
         from basicsr_sinca.utils import pipeline

@@ -17,6 +17,7 @@ unmodified BasicSR. This package's loader reads the tag as the name, without imp
 :func:`import_plugins` imports the listed names once the file has been checked.
 """
 import difflib
+import functools
 import os
 import re
 from os import path as osp
@@ -77,6 +78,30 @@ def _yaml_error(opt_path, err):
     return OptionError(f'{opt_path}: invalid YAML{where}: {problem}')
 
 
+def _base_files(path):
+    """The ``_base_`` files a YAML option file names (absolute paths; ``{{...}}`` substitutions ignored)."""
+    with open(path, encoding='utf-8') as f:
+        text = re.sub(r'\{\{[^}]*\}\}', 'x', f.read())
+    try:
+        raw = yaml.load(text, Loader=_FlatLoader)
+    except yaml.YAMLError:
+        return []  # reported by the full read
+    bases = raw.get('_base_') if isinstance(raw, dict) else None
+    bases = [bases] if isinstance(bases, str) else bases or []
+    return [osp.normpath(osp.join(osp.dirname(path), b)) for b in bases if isinstance(b, str)]
+
+
+def _check_base_chain(opt_path, chain=()):
+    """Raise :class:`OptionError` naming the files if the ``_base_`` inheritance loops."""
+    path = osp.abspath(opt_path)
+    if path in chain:
+        loop = ' -> '.join(osp.basename(p) for p in chain[chain.index(path):] + (path, ))
+        raise OptionError(f'{opt_path}: _base_ files include each other: {loop}')
+    for base in _base_files(path):
+        if base.endswith(('.yml', '.yaml')) and osp.isfile(base):
+            _check_base_chain(base, chain + (path, ))
+
+
 def load_options(opt_path):
     """Read an option file and resolve its ``_base_`` chain.
 
@@ -100,7 +125,11 @@ def load_options(opt_path):
     if opt_path.endswith(('.yml', '.yaml')):
         with open(opt_path, encoding='utf-8') as f:
             text = f.read()
-        if '_base_' not in text:  # a flat file; inheritance (and `{{_base_.x}}`) is mmengine's
+        if not text.strip():
+            raise OptionError(f'{opt_path}: the file is empty')
+        if '_base_' in text:
+            _check_base_chain(opt_path)
+        else:  # a flat file; inheritance (and `{{_base_.x}}`) is mmengine's
             try:
                 raw = yaml.load(text, Loader=_FlatLoader)
             except yaml.YAMLError as err:
@@ -241,6 +270,121 @@ def _check_file_keys(where, spec):
                     raise OptionError(f'{where}.{key}[{i}]: file not found: {item}')
 
 
+# keys BasicSR's parser, pipeline and loggers read or write, per section (model classes add what they read)
+_BASICSR_TOP = {'name', 'model_type', 'scale', 'num_gpu', 'manual_seed', 'datasets', 'path', 'train', 'val', 'logger',
+                'dist_params', 'find_unused_parameters', 'plugins', 'is_train', 'dist', 'rank', 'world_size',
+                'auto_resume', 'root_path'}
+_BASICSR_PATH = {'resume_state', 'experiments_root', 'results_root', 'ignore_resume_networks', 'models',
+                 'training_states', 'log', 'visualization'}
+_PATH_PATTERNS = ('pretrain_network_', 'param_key_', 'strict_load_')
+_BASICSR_LOGGER = {'print_freq', 'save_checkpoint_freq', 'use_tb_logger', 'wandb'}
+_BASICSR_DATASET = {'name', 'type', 'phase', 'scale', 'batch_size_per_gpu', 'num_worker_per_gpu',
+                    'dataset_enlarge_ratio', 'use_shuffle', 'pin_memory', 'persistent_workers', 'prefetch_mode',
+                    'num_prefetch_queue'}
+_BASICSR_TRAIN = {'total_iter', 'warmup_iter'}
+_BASICSR_VAL = {'val_freq', 'save_img', 'metrics', 'suffix', 'pbar'}
+
+
+def _source_strings(objs):
+    return _source_strings_cached(tuple(objs))
+
+
+@functools.lru_cache(maxsize=None)
+def _source_strings_cached(objs):
+    """Every string constant in the source modules of ``objs`` and their bases (BasicSR's and this package's):
+    the option keys they can read. Keys outside this set are read by nothing."""
+    import ast
+    import inspect
+    import sys
+
+    modules = set()
+    for obj in objs:
+        for cls in (obj.__mro__ if inspect.isclass(obj) else [obj]):
+            name = getattr(cls, '__module__', '') or ''
+            if name.split('.')[0] in ('basicsr', 'basicsr_sinca') and name in sys.modules:
+                modules.add(name)
+    strings = set()
+    for name in sorted(modules):
+        try:
+            tree = ast.parse(inspect.getsource(sys.modules[name]))
+        except (OSError, TypeError, SyntaxError):
+            continue
+        strings.update(n.value for n in ast.walk(tree) if isinstance(n, ast.Constant) and isinstance(n.value, str))
+    # keys built as f'{key}{suffix}' (e.g. CodeFormer stage 3's blur_sigma_large from blur_sigma + '_large')
+    suffixes = {v for v in strings if re.fullmatch(r'_[a-z]+', v)}
+    strings |= {f'{key}{suffix}' for key in strings for suffix in suffixes if re.fullmatch(r'[a-z_]+', key)}
+    return strings
+
+
+def _unknown(where, mapping, known, patterns=()):
+    for key, value in mapping.items():
+        if value is None or key in known or (isinstance(key, str) and key.startswith(patterns)):
+            continue  # `key: ~` unsets an inherited key
+        close = difflib.get_close_matches(str(key), sorted(k for k in known if isinstance(k, str)), n=1, cutoff=0.7)
+        hint = f"; did you mean '{where}{close[0]}'?" if close else ''
+        raise OptionError(f"{where}{key}: unknown option (nothing reads it){hint}")
+
+
+def _check_call_arguments(where, spec, target):
+    """Arguments of an arch / loss (``spec`` without ``type``) against ``target``'s signature."""
+    import inspect
+    try:
+        params = inspect.signature(target).parameters
+    except (TypeError, ValueError):
+        return
+    if any(p.kind == p.VAR_KEYWORD for p in params.values()):
+        return
+    _unknown(f'{where}.', {k: v for k, v in spec.items() if k != 'type'}, set(params) - {'self'})
+
+
+def check_known_keys(opt, is_train):
+    """Refuse option keys nothing reads (a misspelling is otherwise silently ignored), with a suggestion.
+
+    Checked: top-level, ``path``, ``logger``, ``train`` and ``val`` keys (against what BasicSR and the model class
+    read), every dataset's keys (against its dataset class and BasicSR's loader), arch and loss arguments (against
+    their signatures), ``train.total_iter`` > 0 and numeric optimizer learning rates.
+
+    Raises:
+        OptionError: the first unknown key or bad value, with the closest known key.
+    """
+    from basicsr.utils.registry import ARCH_REGISTRY, DATASET_REGISTRY, LOSS_REGISTRY, MODEL_REGISTRY
+
+    from basicsr_sinca.utils import pipeline
+    model_cls = MODEL_REGISTRY.get(opt['model_type'])
+    model_keys = _source_strings([model_cls, pipeline.train_pipeline])
+    _unknown('', {k: v for k, v in opt.items() if not str(k).startswith('network_')}, _BASICSR_TOP | model_keys)
+    _unknown('path.', opt.get('path') or {}, _BASICSR_PATH | model_keys, _PATH_PATTERNS)
+    _unknown('logger.', opt.get('logger') or {}, _BASICSR_LOGGER)
+    if is_train and isinstance(opt.get('train'), dict):
+        _unknown('train.', opt['train'], _BASICSR_TRAIN | model_keys)
+    if isinstance(opt.get('val'), dict):
+        _unknown('val.', opt['val'], _BASICSR_VAL | model_keys)
+
+    for phase, ds in (opt.get('datasets') or {}).items():
+        if isinstance(ds, dict) and ds.get('type') in DATASET_REGISTRY:
+            from basicsr.data import build_dataloader
+            known = _BASICSR_DATASET | _source_strings([DATASET_REGISTRY.get(ds['type']), build_dataloader])
+            _unknown(f'datasets.{phase}.', ds, known)
+    for key, spec in opt.items():
+        if str(key).startswith('network_') and spec is not None:
+            for where, net_spec in _named_specs(key, spec, named=key.startswith('network_d')):
+                if isinstance(net_spec, dict) and net_spec.get('type') in ARCH_REGISTRY:
+                    _check_call_arguments(where, net_spec, ARCH_REGISTRY.get(net_spec['type']))
+    train = opt.get('train') if is_train else None
+    if isinstance(train, dict):
+        for key, spec in train.items():
+            if key.endswith('_opt') and isinstance(spec, dict):
+                for where, loss_spec in _named_specs(f'train.{key}', spec, named=key == 'gan_opt'):
+                    if isinstance(loss_spec, dict) and loss_spec.get('type') in LOSS_REGISTRY:
+                        _check_call_arguments(where, loss_spec, LOSS_REGISTRY.get(loss_spec['type']))
+            if key.startswith('optim_') and isinstance(spec, dict) and 'lr' in spec:
+                if isinstance(spec['lr'], bool) or not isinstance(spec['lr'], (int, float)):
+                    raise OptionError(f"train.{key}.lr: expected a number, got {spec['lr']!r}")
+        total = train.get('total_iter')
+        if total is not None and (isinstance(total, bool) or not isinstance(total, (int, float)) or total <= 0):
+            raise OptionError(f'train.total_iter: expected a positive number of iterations, got {total!r}')
+
+
 def check_options(opt, is_train, resuming=False):
     """Validate resolved options before BasicSR builds anything.
 
@@ -313,4 +457,5 @@ def check_options(opt, is_train, resuming=False):
     state = (opt.get('path') or {}).get('resume_state')
     if state is not None and not osp.isfile(osp.expanduser(str(state))):
         raise OptionError(f'path.resume_state: training state not found: {state}')
+    check_known_keys(opt, is_train)
     return opt

@@ -97,6 +97,19 @@ def test_base_inheritance_and_print_opt(tmp_path, capsys):
     ({'train': {'pixel_opt': {'type': 'L3Loss'}}}, "train.pixel_opt.type: unknown loss 'L3Loss'"),
     ({'val': {'metrics': {'psnr': {'type': 'psnr'}}}}, "val.metrics.psnr.type: unknown metric 'psnr'"),
     ({'num_gpu': 1}, 'num_gpu: 1 requested but this machine has 0 CUDA devices'),
+    # misspelled keys are refused with the key nothing reads and the closest one that something does
+    ({'train': {'total_iters': 5}}, "train.total_iters: unknown option (nothing reads it); did you mean "
+     "'train.total_iter'?"),
+    ({'manual_sed': 3}, "manual_sed: unknown option (nothing reads it); did you mean 'manual_seed'?"),
+    ({'datasets': {'train': {'use_hfilp': True}}}, "did you mean 'datasets.train.use_hflip'?"),
+    ({'val': {'val_frq': 5}}, "val.val_frq: unknown option (nothing reads it); did you mean 'val.val_freq'?"),
+    ({'logger': {'print_frq': 5}}, "did you mean 'logger.print_freq'?"),
+    ({'path': {'resume_stat': 'x.state'}}, "did you mean 'path.resume_state'?"),
+    ({'network_g': {'num_fet': 8}}, "network_g.num_fet: unknown option (nothing reads it); did you mean "
+     "'network_g.num_feat'?"),
+    ({'train': {'pixel_opt': {'los_weight': 2.0}}}, "did you mean 'train.pixel_opt.loss_weight'?"),
+    ({'train': {'total_iter': -5}}, 'train.total_iter: expected a positive number of iterations, got -5'),
+    ({'train': {'optim_g': {'lr': '1e-3x'}}}, "train.optim_g.lr: expected a number, got '1e-3x'"),
 ])
 def test_bad_options_fail_in_one_line(tmp_path, sr_pairs, capsys, change, expected):
     if change.get('num_gpu') and torch.cuda.is_available():
@@ -119,6 +132,16 @@ def test_bad_option_file_errors(tmp_path, capsys):
     (tmp_path / 'orphan.yml').write_text("_base_: ['./gone.yml']\nname: x\n")
     assert launch_main(True, ['-opt', str(tmp_path / 'orphan.yml')]) == 2
     assert '_base_ file not found' in capsys.readouterr().err
+    (tmp_path / 'a.yml').write_text("_base_: ./b.yml\nname: a\n")
+    (tmp_path / 'b.yml').write_text("_base_: [./a.yml]\nname: b\n")
+    (tmp_path / 'empty.yml').write_text('\n')
+    (tmp_path / 'scalar.yml').write_text('42\n')
+    for name, expected in (('a', 'a.yml: _base_ files include each other: a.yml -> b.yml -> a.yml'),
+                           ('empty', 'empty.yml: the file is empty'),
+                           ('scalar', 'scalar.yml: expected a mapping of options at the top level')):
+        assert launch_main(True, ['-opt', str(tmp_path / f'{name}.yml')]) == 2
+        err = capsys.readouterr().err
+        assert expected in err and err.count('\n') == 1, err
 
 
 def test_error_inside_pipeline_is_one_line_without_traceback(tmp_path, sr_pairs):

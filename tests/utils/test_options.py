@@ -1,6 +1,7 @@
 """utils/options.py: _base_ inheritance and option-file variables, --force_yml, up-front checks; every shipped
 option file resolves and builds its networks."""
 import glob
+import os
 import json
 from os import path as osp
 
@@ -121,3 +122,24 @@ def test_entry_files_are_the_main_sinca_stages():
         with torch.device('meta'):
             net = build_network({k: v for k, v in opt['network_g'].items() if not k.endswith(('_path', '_paths'))})
         assert (net.prior_config() is None) != bool(opt['path'].get('pretrain_network_hq')), name
+
+
+def test_every_shipped_option_file_has_only_keys_something_reads():
+    """Strict keys: every shipped option file passes the unknown-key check (train files as train, test files as
+    test); and the check catches typos in dataset and network arguments of a real file."""
+    import basicsr_sinca  # noqa: F401
+    from basicsr_sinca.utils.options import check_known_keys
+    for f in _shipped():
+        if f.endswith(osp.join('quickstart', 'common.yml')):
+            continue
+        check_known_keys(load_options(f), is_train=f'{os.sep}test{os.sep}' not in f)
+    opt = load_options(osp.join(OPTIONS, 'train', 'codeformer', 'tiny', 'stage3_sinca.yml'))
+    check_known_keys(opt, True)  # blur_sigma_large is read (as blur_sigma + '_large')
+    opt['datasets']['train']['blur_sgima'] = [1, 2]
+    with pytest.raises(OptionError, match=r"datasets.train.blur_sgima: unknown option \(nothing reads it\); did you "
+                       r"mean 'datasets.train.blur_sigma'\?"):
+        check_known_keys(opt, True)
+    del opt['datasets']['train']['blur_sgima']
+    opt['network_g']['codebok_size'] = 64
+    with pytest.raises(OptionError, match="did you mean 'network_g.codebook_size'"):
+        check_known_keys(opt, True)
