@@ -38,6 +38,17 @@ CROP = 64
 NIQE_SIZE = 192  # BasicSR's NIQE needs about 192 px; measured on larger held-out crops
 
 
+def positive_int(text):
+    """argparse type: an integer >= 1 (``--seeds 0`` is an error, not the default)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f'expected a whole number, got {text!r}') from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f'expected 1 or more, got {value}')
+    return value
+
+
 def build_parser():
     parser = argparse.ArgumentParser(
         prog='python -m basicsr_sinca.quickstart', description=__doc__.split('\n\n')[0],
@@ -45,12 +56,17 @@ def build_parser():
         formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--out', default='quickstart_out', help='output folder (default: ./quickstart_out)')
     parser.add_argument('--fast', action='store_true', help='1 seed and shorter schedules')
-    parser.add_argument('--seeds', type=int, default=None, help='number of seeds (default 3, --fast 1)')
-    parser.add_argument('--prior_iters', type=int, default=None, help='stage-1 iterations (default 1000, --fast 400)')
-    parser.add_argument('--iters', type=int, default=None, help='restoration iterations (default 300, --fast 200)')
-    parser.add_argument('--jobs', type=int, default=2, help='restoration trainings run in parallel (default 2)')
-    parser.add_argument('--train_crops', type=int, default=15, help='training crops per photo (default 15)')
-    parser.add_argument('--eval_crops', type=int, default=16, help='held-out evaluation crops (default 16)')
+    parser.add_argument('--seeds', type=positive_int, default=None, help='number of seeds (default 3, --fast 1)')
+    parser.add_argument('--prior_iters', type=positive_int, default=None,
+                        help='stage-1 iterations (default 1000, --fast 400)')
+    parser.add_argument('--iters', type=positive_int, default=None,
+                        help='restoration iterations (default 300, --fast 200)')
+    parser.add_argument('--jobs', type=positive_int, default=2,
+                        help='restoration trainings run in parallel (default 2)')
+    parser.add_argument('--train_crops', type=positive_int, default=15,
+                        help='training crops per photo (default 15)')
+    parser.add_argument('--eval_crops', type=positive_int, default=16,
+                        help='held-out evaluation crops (default 16)')
     parser.add_argument('--niqe_crops', type=int, default=4,
                         help=f'held-out {NIQE_SIZE} px crops for NIQE (default 4)')
     return parser
@@ -310,9 +326,9 @@ def main(argv=None):
     args = build_parser().parse_args(argv)
     from tqdm import tqdm
 
-    seeds = list(range(args.seeds or (1 if args.fast else 3)))
-    prior_iters = args.prior_iters or (400 if args.fast else 1000)
-    iters = args.iters or (200 if args.fast else 300)
+    seeds = list(range(args.seeds if args.seeds is not None else (1 if args.fast else 3)))
+    prior_iters = args.prior_iters if args.prior_iters is not None else (400 if args.fast else 1000)
+    iters = args.iters if args.iters is not None else (200 if args.fast else 300)
     out = osp.abspath(args.out)
     options = repo_options()
     t0 = time.time()

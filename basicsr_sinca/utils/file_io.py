@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 import torch
 
-__all__ = ['atomic_open', 'atomic_torch_save', 'atomic_imwrite', 'remove_stale_temporaries']
+__all__ = ['atomic_open', 'atomic_torch_save', 'atomic_imwrite', 'remove_stale_temporaries', 'CheckpointWriteError']
 
 
 TMP_SUFFIX = '.tmp'
@@ -55,10 +55,31 @@ def atomic_open(path, mode='wb'):
         raise
 
 
+class CheckpointWriteError(OSError):
+    """A checkpoint could not be written (disk full, no permission); the message names the file and the free space."""
+
+
 def atomic_torch_save(obj, path):
-    """``torch.save`` that never leaves a truncated file at ``path``."""
-    with atomic_open(path, 'wb') as f:
-        torch.save(obj, f)
+    """``torch.save`` that never leaves a truncated file at ``path``.
+
+    Raises:
+        CheckpointWriteError: the write failed; instead of torch's ``[enforce fail at inline_container.cc]`` the
+            message names the file, the cause and the space left on its disk.
+    """
+    try:
+        with atomic_open(path, 'wb') as f:
+            torch.save(obj, f)
+    except (OSError, RuntimeError) as err:
+        if isinstance(err, RuntimeError) and not any(w in str(err).lower() for w in ('write', 'enforce fail')):
+            raise
+        import shutil
+        try:
+            free = f'{shutil.disk_usage(osp.dirname(osp.abspath(path))).free / 2**20:.0f} MiB free there'
+        except OSError:
+            free = 'free space unknown'
+        cause = getattr(err, 'strerror', None) or str(err).strip().splitlines()[0]
+        raise CheckpointWriteError(f'{path}: could not be written ({cause}; {free}); the previous file, if any, '
+                                   'is unchanged') from err
 
 
 def atomic_imwrite(img, path, params=None):

@@ -82,12 +82,13 @@ def main(is_train, argv=None):
                                   auto_resume=getattr(args, 'auto_resume', False), debug=args.debug)
         run = pipeline.train_pipeline if is_train else pipeline.test_pipeline
         run(opt, os.getcwd(), opt_text, opt_name)
-    except _USER_ERRORS as err:
+    except Exception as err:  # noqa: BLE001 - bad input (or a full disk) is one line, anything else a traceback
+        from basicsr_sinca.utils.file_io import CheckpointWriteError
+        if not isinstance(err, _USER_ERRORS + (CheckpointWriteError, )):
+            traceback.print_exc()
+            return 1
         if show_traceback:
             raise
         message = err.args[0] if isinstance(err, KeyError) and err.args else str(err)
         return _fail(f'{args.opt}: {type(err).__name__}: {message} (run with --debug for the traceback)')
-    except Exception:
-        traceback.print_exc()
-        return 1
     return 0

@@ -156,3 +156,24 @@ def test_auto_resume_falls_back_past_a_truncated_network_file_and_cleans_tempora
     os.umask(umask)
     for f in (exp / 'models' / 'net_g_12.pth', exp / 'training_states' / '12.state'):
         assert f.stat().st_mode & 0o777 == 0o666 & ~umask, f
+
+
+def test_full_disk_during_a_save_is_one_line(tmp_path, sr_pairs, monkeypatch, capsys):
+    """torch's writer on a full disk says '[enforce fail at inline_container.cc] unexpected pos'; the run stops with
+    one line naming the checkpoint, the cause and the free space, and leaves no partial file."""
+    from basicsr_sinca.utils.launch import main as launch_main
+
+    def full_disk(obj, f, *args, **kwargs):
+        f.write(b'PK\x03\x04')
+        raise RuntimeError('[enforce fail at inline_container.cc:626] . unexpected pos 4480 vs 4352')
+
+    opt = _deterministic(sr_pairs, 'fulldisk', save_freq=2, total_iter=2)
+    opt['path']['experiments_root'] = str(tmp_path / 'experiments')
+    write_yaml(tmp_path / 'full.yml', opt)
+    monkeypatch.setattr(torch, 'save', full_disk)
+    assert launch_main(True, ['-opt', str(tmp_path / 'full.yml')]) == 2
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert 'CheckpointWriteError' in last and 'net_g_2.pth: could not be written ([enforce fail' in last
+    assert 'MiB free there' in last
+    models = tmp_path / 'experiments' / 'fulldisk' / 'models'
+    assert not list(models.iterdir())
