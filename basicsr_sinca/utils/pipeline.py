@@ -25,9 +25,11 @@ import logging
 import math
 import os
 import random
+import shutil
 import sys
 import time
 import warnings
+from contextlib import contextmanager
 from os import path as osp
 
 import torch
@@ -301,20 +303,30 @@ def _prefetcher(train_loader, opt, logger):
     raise ValueError(f"datasets.train.prefetch_mode: expected ~, 'cpu' or 'cuda', got {mode!r}")
 
 
-def train_pipeline(opt, root_path, opt_text, opt_name):
-    """BasicSR's training loop on finalised options (:func:`finalize_options`).
+@contextmanager
+def _no_trace_if_setup_fails(opt, fresh):
+    """A fresh run that fails while being set up (bad data, a wrong pretrained file, ...) leaves no experiment folder
+    behind, and the earlier folder of that name that BasicSR archived for it (``<name>_archived_<time>``) is put
+    back: the error is printed, nothing else changes."""
+    root = opt['path']['experiments_root']
+    parent, name = osp.split(root)
+    before = set(os.listdir(parent)) if osp.isdir(parent) else set()
+    existed = osp.exists(root)
+    try:
+        yield
+    except BaseException:
+        if fresh and opt['rank'] == 0 and osp.isdir(root):
+            shutil.rmtree(root, ignore_errors=True)
+            archived = [n for n in os.listdir(parent) if n not in before and n.startswith(f'{name}_archived_')]
+            if existed and len(archived) == 1:
+                os.rename(osp.join(parent, archived[0]), root)
+        raise
 
-    Args:
-        opt (dict): Finalised train options.
-        root_path (str): Root of ``tb_logger/``.
-        opt_text (str): The resolved option file, copied into the experiment folder as ``opt_name``.
-        opt_name (str): File name of that copy.
-    """
+
+def _set_up_training(opt, root_path, opt_text, opt_name, resume_state):
+    """Experiment folders (fresh runs), the option copy, the logger, the data loaders and the model."""
     from basicsr.train import init_tb_loggers
 
-    opt['root_path'] = root_path
-    torch.backends.cudnn.benchmark = True
-    resume_state = load_resume_state(opt)
     if resume_state is None:
         make_exp_dirs(opt)
         if opt['logger'].get('use_tb_logger') and 'debug' not in opt['name'] and opt['rank'] == 0:
@@ -332,13 +344,31 @@ def train_pipeline(opt, root_path, opt_text, opt_name):
                 logger.info(f"Removed {len(stale)} unfinished temporary file(s) from {opt['path'][key]}: {stale}")
     tb_logger = init_tb_loggers(opt)
 
-    train_loader, train_sampler, val_loaders, total_epochs, total_iters = create_train_val_dataloader(
-        opt, logger, resume_state)
+    loaders = create_train_val_dataloader(opt, logger, resume_state)
     model = build_model(opt)
-    start_epoch = current_iter = 0
     if resume_state is not None:
         model.resume_training(resume_state)
         logger.info(f"Resuming training from epoch: {resume_state['epoch']}, iter: {resume_state['iter']}.")
+    return model, loaders, logger, tb_logger
+
+
+def train_pipeline(opt, root_path, opt_text, opt_name):
+    """BasicSR's training loop on finalised options (:func:`finalize_options`).
+
+    Args:
+        opt (dict): Finalised train options.
+        root_path (str): Root of ``tb_logger/``.
+        opt_text (str): The resolved option file, copied into the experiment folder as ``opt_name``.
+        opt_name (str): File name of that copy.
+    """
+    opt['root_path'] = root_path
+    torch.backends.cudnn.benchmark = True
+    resume_state = load_resume_state(opt)
+    with _no_trace_if_setup_fails(opt, fresh=resume_state is None):
+        model, loaders, logger, tb_logger = _set_up_training(opt, root_path, opt_text, opt_name, resume_state)
+    train_loader, train_sampler, val_loaders, total_epochs, total_iters = loaders
+    start_epoch = current_iter = 0
+    if resume_state is not None:
         start_epoch, current_iter = resume_state['epoch'], resume_state['iter']
     msg_logger = MessageLogger(opt, current_iter, tb_logger)
     prefetcher = _prefetcher(train_loader, opt, logger)

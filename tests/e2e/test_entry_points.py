@@ -151,6 +151,25 @@ def test_error_inside_pipeline_is_one_line_without_traceback(tmp_path, sr_pairs)
     assert proc.returncode == 2
     last = proc.stderr.strip().splitlines()[-1]
     assert 'Traceback' not in proc.stderr and 'optimizer Lion is not supported' in last, proc.stderr[-2000:]
+    # the failed set-up left no experiment folder behind
+    experiments = tmp_path / 'experiments'
+    assert not experiments.exists() or not any(experiments.iterdir())
+
+
+def test_failed_setup_puts_an_earlier_experiment_of_that_name_back(tmp_path, sr_pairs):
+    """BasicSR archives an existing experiment folder for a fresh run of the same name; when that run fails before
+    its first iteration (here: a pretrained file of another network, nothing of which loads) the earlier folder is
+    back where it was, unchanged, and no archive or new folder remains."""
+    earlier = tmp_path / 'experiments' / 'again'
+    (earlier / 'models').mkdir(parents=True)
+    (earlier / 'models' / 'net_g_100.pth').write_bytes(b'earlier run')
+    foreign = tmp_path / 'foreign.pth'
+    torch.save({'params': {'other.weight': torch.zeros(2)}}, foreign)
+    opt = tiny_sr_options(sr_pairs, 'again', path={'pretrain_network_g': str(foreign), 'strict_load_g': False})
+    proc = run_cmd(entry_cmd('train', '-opt', write_yaml(tmp_path / 'o.yml', opt)), cwd=tmp_path, check=False)
+    assert proc.returncode == 2 and 'nothing loaded (is it the right file?)' in proc.stderr.strip().splitlines()[-1]
+    assert sorted(p.name for p in (tmp_path / 'experiments').iterdir()) == ['again']
+    assert sorted(p.name for p in earlier.rglob('*')) == ['models', 'net_g_100.pth']
 
 
 def test_help_lists_basicsr_flags():
