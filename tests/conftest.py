@@ -8,6 +8,13 @@ sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
 os.environ.setdefault('OMP_NUM_THREADS', '2')
 
 
+def pytest_sessionstart(session):
+    """No golden folder, no test run (unless SINCA_ALLOW_MISSING_GOLDENS=1): one line says where it should be."""
+    from golden import GOLDEN_DIR, OPT_OUT, missing_message
+    if not osp.isdir(GOLDEN_DIR) and os.environ.get(OPT_OUT) != '1':
+        pytest.exit(missing_message(GOLDEN_DIR), returncode=3)
+
+
 @pytest.fixture(scope='session')
 def sr_pairs(tmp_path_factory):
     """Six 64x64 GT / 32x32 LQ pairs cropped from real photos (scikit-image)."""

@@ -262,16 +262,17 @@ def assert_face_stage_overfits(root, opt_path, name, iters=40, key='l_feat_match
     assert end < ratio * start, (start, end)
 
 
-def _assert_same(a, b, where):
+def assert_same_nested(a, b, where):
+    """Nested dicts / lists / tensors equal to the bit (``where`` names the first difference)."""
     import torch
     if isinstance(a, dict):
         assert a.keys() == b.keys(), where
         for k in a:
-            _assert_same(a[k], b[k], f'{where}.{k}')
+            assert_same_nested(a[k], b[k], f'{where}.{k}')
     elif isinstance(a, (list, tuple)):
         assert len(a) == len(b), where
         for i, (x, y) in enumerate(zip(a, b)):
-            _assert_same(x, y, f'{where}[{i}]')
+            assert_same_nested(x, y, f'{where}[{i}]')
     elif torch.is_tensor(a):
         assert torch.equal(a, b), where
     else:
@@ -315,7 +316,7 @@ def assert_resume_is_exact(root, opt_path, total=4, resume_at=2):
             if f.split('.')[0].rsplit('_', 1)[-1] in (str(total), 'latest'):
                 a, b = (torch.load(osp.join(d, folder, f), map_location='cpu', weights_only=True)
                         for d in (exp, resumed))
-                _assert_same(a, b, f'{folder}/{f}')
+                assert_same_nested(a, b, f'{folder}/{f}')
                 compared.append(f)
     assert f'{total}.state' in compared and f'net_g_{total}.pth' in compared, compared
     return compared

@@ -6,7 +6,8 @@ import time
 
 import pytest
 import torch
-from helpers import entry_cmd, logged_losses, read_train_log, run_cmd, sub_env, tiny_sr_options, write_yaml
+from helpers import (assert_same_nested, entry_cmd, logged_losses, read_train_log, run_cmd, sub_env, tiny_sr_options,
+                     write_yaml)
 
 from basicsr_sinca.utils.file_io import atomic_torch_save
 
@@ -27,21 +28,6 @@ def _load(path):
     return torch.load(path, map_location='cpu')
 
 
-def _assert_same_tensors(a, b, where):
-    if isinstance(a, dict):
-        assert a.keys() == b.keys(), where
-        for k in a:
-            _assert_same_tensors(a[k], b[k], f'{where}.{k}')
-    elif isinstance(a, (list, tuple)):
-        assert len(a) == len(b), where
-        for i, (x, y) in enumerate(zip(a, b)):
-            _assert_same_tensors(x, y, f'{where}[{i}]')
-    elif torch.is_tensor(a):
-        assert torch.equal(a, b), where
-    else:
-        assert a == b, where
-
-
 @pytest.fixture(scope='module')
 def reference_run(tmp_path_factory, sr_pairs):
     """An uninterrupted deterministic run of TOTAL iterations."""
@@ -56,7 +42,7 @@ def _compare_with_reference(exp, reference_run, resumed_from):
     losses = logged_losses(read_train_log(exp))
     after = [i for i in range(resumed_from + 1, TOTAL + 1)]
     assert [losses[i] for i in after] == [ref_losses[i] for i in after]
-    _assert_same_tensors(_load(exp / 'models' / 'net_g_latest.pth'), _load(ref_exp / 'models' / 'net_g_latest.pth'),
+    assert_same_nested(_load(exp / 'models' / 'net_g_latest.pth'), _load(ref_exp / 'models' / 'net_g_latest.pth'),
                          'net_g_latest')
 
 
@@ -86,9 +72,9 @@ def test_kill_then_auto_resume_continues_exactly(tmp_path, sr_pairs, reference_r
 
     # optimizer, scheduler and both weight sets are bit-identical to the uninterrupted run at the end
     ref_exp = reference_run[0]
-    _assert_same_tensors(_load(exp / 'training_states' / f'{TOTAL}.state'),
+    assert_same_nested(_load(exp / 'training_states' / f'{TOTAL}.state'),
                          _load(ref_exp / 'training_states' / f'{TOTAL}.state'), 'state')
-    _assert_same_tensors(_load(exp / 'models' / f'net_g_{TOTAL}.pth'), _load(ref_exp / 'models' / f'net_g_{TOTAL}.pth'),
+    assert_same_nested(_load(exp / 'models' / f'net_g_{TOTAL}.pth'), _load(ref_exp / 'models' / f'net_g_{TOTAL}.pth'),
                          'net_g')
 
 
