@@ -104,3 +104,16 @@ def test_paired_resize_crop_dataset(hr_folder, tmp_path):
     os.remove(tmp_path / 'LR_X4' / 'rocket.png')
     with pytest.raises(ValueError, match=r'datasets\.train\(pairs\)'):
         PairedResizeCropDataset(opt)
+
+
+def test_two_indices_of_one_image_get_their_own_degradation(tmp_path):
+    """BSRGAN pairs: one image under two names, whole-image crops, no flips: same GT, different LQ under one seed,
+    and the same LQ per index across dataset instances."""
+    for name in ('a.png', 'b.png'):
+        cv2.imwrite(str(tmp_path / name), load_photo('coffee')[:96, :96])
+    opt = dict(name='hr', phase='train', dataroot_gt=str(tmp_path), io_backend={'type': 'disk'}, gt_size=96, scale=4,
+               use_hflip=False, use_rot=False, seed=11)
+    ds, again = BSRGANTrainDataset(opt), BSRGANTrainDataset(opt)
+    assert torch.equal(ds[0]['gt'], ds[1]['gt'])
+    assert not torch.equal(ds[0]['lq'], ds[1]['lq'])
+    assert torch.equal(ds[0]['lq'], again[0]['lq']) and torch.equal(ds[1]['lq'], again[1]['lq'])

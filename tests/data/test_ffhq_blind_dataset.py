@@ -167,3 +167,19 @@ def test_component_landmark_files(faces, tmp_path):
         ds[0]
     with pytest.raises(ValueError, match='component_path: crop_components needs the landmark file'):
         FFHQBlindDataset(_opt(faces, crop_components=True))[0]
+
+
+def test_two_indices_of_one_image_get_their_own_degradation(tmp_path):
+    """One image under two names: same GT, different LQ under one seed (the per-sample generator depends on the
+    index), and the same LQ per index across dataset instances."""
+    import shutil
+    write_face_images(str(tmp_path / 'src'), 96, 1)
+    (only, ) = (tmp_path / 'src').iterdir()
+    (tmp_path / 'twice').mkdir()
+    for name in ('a.png', 'b.png'):
+        shutil.copy(only, tmp_path / 'twice' / name)
+    a, b = FFHQBlindDataset(_opt(str(tmp_path / 'twice'), seed=5)), FFHQBlindDataset(_opt(str(tmp_path / 'twice'),
+                                                                                           seed=5))
+    assert torch.equal(a[0]['gt'], a[1]['gt'])
+    assert not torch.equal(a[0]['lq'], a[1]['lq'])
+    assert torch.equal(a[0]['lq'], b[0]['lq']) and torch.equal(a[1]['lq'], b[1]['lq'])
