@@ -186,3 +186,65 @@ def test_index_transformer_looks_up_top1_rows():
     assert torch.equal(quant, codebook[indices].permute(0, 3, 1, 2))
     with pytest.raises(ValueError, match=r'codebook of shape \(21, 32\)'):
         net(feat, torch.randn(21, 32))
+
+
+def _ref_layer_norm(x, ln):
+    mean = x.mean(-1, keepdim=True)
+    var = ((x - mean)**2).mean(-1, keepdim=True)
+    return (x - mean) / torch.sqrt(var + ln.eps) * ln.weight + ln.bias
+
+
+def _ref_attention(x, c, attn, mode):
+    """DESIGN.md §2: Q = X W_Q; K, V from [X; C] (sinca), X (sa) or C (ca); softmax(QKᵀ/√d_head) V, heads, W_O."""
+    def lin(t, layer):
+        return t @ layer.weight.T + layer.bias
+
+    src = {'sinca': torch.cat([x, c], 1), 'sa': x, 'ca': c}[mode]
+    b, n, d = x.shape
+    h = attn.num_heads
+    q = lin(x, attn.to_q).reshape(b, n, h, d // h).transpose(1, 2)
+    k = lin(src, attn.to_k).reshape(b, src.shape[1], h, d // h).transpose(1, 2)
+    v = lin(src, attn.to_v).reshape(b, src.shape[1], h, d // h).transpose(1, 2)
+    scores = q @ k.transpose(-2, -1) / (d // h)**0.5
+    weights = torch.exp(scores - scores.amax(-1, keepdim=True))
+    weights = weights / weights.sum(-1, keepdim=True)
+    return lin((weights @ v).transpose(1, 2).reshape(b, n, d), attn.to_out)
+
+
+def _ref_gdfn(x, hw, ffn):
+    """1×1 conv d→2h, depthwise 3×3 (zero padding), GELU(x1)·x2, 1×1 conv h→d, on the token grid."""
+    b, n, d = x.shape
+    y = x @ ffn.project_in.weight[:, :, 0, 0].T  # (B, N, 2h)
+    grid = y.reshape(b, hw[0], hw[1], -1)
+    padded = torch.nn.functional.pad(grid, (0, 0, 1, 1, 1, 1))
+    kernel = ffn.dwconv.weight[:, 0]  # (2h, 3, 3)
+    out = sum(padded[:, i:i + hw[0], j:j + hw[1]] * kernel[:, i, j] for i in range(3) for j in range(3))
+    x1, x2 = out.reshape(b, n, -1).chunk(2, dim=-1)
+    gelu = 0.5 * x1 * (1 + torch.erf(x1 / 2**0.5))
+    return (gelu * x2) @ ffn.project_out.weight[:, :, 0, 0].T
+
+
+@pytest.mark.parametrize('mode', ['sinca', 'sa', 'ca'])
+@pytest.mark.parametrize('max_attn_elements', [2**25, 7])  # the fused kernel and the chunked path
+def test_transformer_equals_the_equations_float64(mode, max_attn_elements):
+    """The whole transformer against DESIGN.md §2 written out independently: pre-norm layers
+    x += Attn(LN1(x), LN1(C)); x += GDFN(LN2(x)); then Linear([z_in ; x_L]); to 1e-10 in float64."""
+    torch.manual_seed(0)
+    net = SinCATransformer(dim=16, num_layers=2, num_heads=4, mode=mode, max_attn_elements=max_attn_elements).double()
+    with torch.no_grad():  # non-trivial norms and biases
+        for p in net.parameters():
+            p.add_(torch.randn_like(p) * 0.1)
+    feat = torch.randn(2, 16, 3, 5, dtype=torch.float64)
+    codebook = torch.randn(7, 16, dtype=torch.float64) * 3
+    tokens = feat.flatten(2).transpose(1, 2)
+    x = tokens
+    for layer in net.layers:
+        c = _ref_layer_norm(codebook, layer.norm1).expand(2, -1, -1)
+        x = x + _ref_attention(_ref_layer_norm(x, layer.norm1), c, layer.attn, mode)
+        x = x + _ref_gdfn(_ref_layer_norm(x, layer.norm2), (3, 5), layer.ffn)
+    ref = (torch.cat([tokens, x], -1) @ net.fuse.weight.T + net.fuse.bias).transpose(1, 2).reshape(2, 16, 3, 5)
+    out = net(feat, codebook)
+    assert (out - ref).abs().max().item() <= 1e-10
+    net.eval()
+    with torch.no_grad():  # eval mode with the codebook caches gives the same
+        assert (net(feat, codebook) - ref).abs().max().item() <= 1e-10
