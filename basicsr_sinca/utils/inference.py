@@ -137,7 +137,8 @@ def check_output_folder(output, inputs):
     """Check, before any model is loaded, that results can be written to ``output`` without touching an input.
 
     Raises:
-        ValueError: ``output`` is (or contains) the folder of an input, or cannot be created / written.
+        ValueError: ``output`` is (or contains) the folder of an input, or cannot be created / written (checked
+            without creating anything).
     """
     out = osp.realpath(output)
     for path in inputs:
@@ -145,13 +146,13 @@ def check_output_folder(output, inputs):
         if folder == out or folder.startswith(out + os.sep):
             raise ValueError(f'-o {output}: holds the input {path}; results would mix with or overwrite inputs, '
                              'choose another output folder')
-    try:
-        os.makedirs(output, exist_ok=True)
-        import tempfile
-        with tempfile.TemporaryFile(dir=output):
-            pass
-    except OSError as err:
-        raise ValueError(f'-o {output}: cannot write there ({err.strerror or err})') from None
+    existing = osp.abspath(output)
+    while not osp.exists(existing):  # nothing is created before the first result
+        existing = osp.dirname(existing)
+    if not osp.isdir(existing):
+        raise ValueError(f'-o {output}: cannot write there ({existing} is a file)')
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ValueError(f'-o {output}: cannot write there (no write permission in {existing})')
 
 
 def output_stems(inputs):
