@@ -84,6 +84,11 @@ class SinCABaseModel(SRModel):
 
     EMA averages only the parameters being trained: frozen modules (codebook, decoder) stay bit-identical to the
     prior in ``params_ema`` too (``x·d + x·(1-d)`` is not always ``x`` in floating point).
+
+    Whichever entry point runs it (this package's or BasicSR's own): checkpoints and training states are written
+    atomically; training states also hold the random generators and the modules' training-time state
+    (``training_state_dict``), restored on resume; validation leaves the generators untouched; distributed runs
+    without CUDA get DDP without ``device_ids``.
     """
 
     default_net_d_start_iter = 0
