@@ -11,7 +11,7 @@ STAMP := $(VENV)/.installed
 QUICKSTART_ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: setup quickstart test clean-venv
+.PHONY: setup quickstart test mutation clean-venv
 
 setup: $(STAMP)
 
@@ -28,6 +28,10 @@ quickstart: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -q tests $(PYTEST_ARGS)
+
+# plant each bug of tests/mutations.py in a temporary copy and check its tests catch it; writes docs/mutation.md
+mutation: $(STAMP)
+	$(PY) scripts/mutation_check.py --write docs/mutation.md
 
 clean-venv:
 	rm -rf $(VENV)

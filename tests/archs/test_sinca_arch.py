@@ -245,6 +245,8 @@ def test_transformer_equals_the_equations_float64(mode, max_attn_elements):
     ref = (torch.cat([tokens, x], -1) @ net.fuse.weight.T + net.fuse.bias).transpose(1, 2).reshape(2, 16, 3, 5)
     out = net(feat, codebook)
     assert (out - ref).abs().max().item() <= 1e-10
+    split_out, _ = net(feat, codebook, return_attn_split=True)  # the explicit-softmax path of the analysis tools
+    assert (split_out - ref).abs().max().item() <= 1e-10
     net.eval()
     with torch.no_grad():  # eval mode with the codebook caches gives the same
         assert (net(feat, codebook) - ref).abs().max().item() <= 1e-10
