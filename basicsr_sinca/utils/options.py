@@ -285,12 +285,8 @@ _BASICSR_TRAIN = {'total_iter', 'warmup_iter'}
 _BASICSR_VAL = {'val_freq', 'save_img', 'metrics', 'suffix', 'pbar'}
 
 
-def _source_strings(objs):
-    return _source_strings_cached(tuple(objs))
-
-
 @functools.lru_cache(maxsize=None)
-def _source_strings_cached(objs):
+def _source_strings(objs):
     """Every string constant in the source modules of ``objs`` and their bases (BasicSR's and this package's):
     the option keys they can read. Keys outside this set are read by nothing."""
     import ast
@@ -351,7 +347,7 @@ def check_known_keys(opt, is_train):
 
     from basicsr_sinca.utils import pipeline
     model_cls = MODEL_REGISTRY.get(opt['model_type'])
-    model_keys = _source_strings([model_cls, pipeline.train_pipeline])
+    model_keys = _source_strings((model_cls, pipeline.train_pipeline))
     _unknown('', {k: v for k, v in opt.items() if not str(k).startswith('network_')}, _BASICSR_TOP | model_keys)
     _unknown('path.', opt.get('path') or {}, _BASICSR_PATH | model_keys, _PATH_PATTERNS)
     _unknown('logger.', opt.get('logger') or {}, _BASICSR_LOGGER)
@@ -363,7 +359,7 @@ def check_known_keys(opt, is_train):
     for phase, ds in (opt.get('datasets') or {}).items():
         if isinstance(ds, dict) and ds.get('type') in DATASET_REGISTRY:
             from basicsr.data import build_dataloader
-            known = _BASICSR_DATASET | _source_strings([DATASET_REGISTRY.get(ds['type']), build_dataloader])
+            known = _BASICSR_DATASET | _source_strings((DATASET_REGISTRY.get(ds['type']), build_dataloader))
             _unknown(f'datasets.{phase}.', ds, known)
     for key, spec in opt.items():
         if str(key).startswith('network_') and spec is not None:
