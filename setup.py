@@ -45,6 +45,8 @@ setup(
     long_description_content_type='text/markdown',
     packages=find_packages(include=('basicsr_sinca', 'basicsr_sinca.*')),
     include_package_data=True,
+    # the quickstart's shipped HQ priors and their checksums (basicsr_sinca/weights/__init__.py)
+    package_data={'basicsr_sinca.weights': ['*.pth', 'SHA256SUMS']},
     python_requires='>=3.9',
     # torch/torchvision are installed first with an exact pair (see README); the ranges here never pull a new one.
     install_requires=[

@@ -1,41 +1,70 @@
-"""Offline quickstart: the paper's Table 3/4 comparison in miniature, on CPU.
+"""Offline quickstart: the paper's Table 3/4 comparison in miniature, on CPU, for two tasks.
 
-1. Data: 64x64 crops of scikit-image's bundled photographs — training crops from six photos, held-out
-   evaluation crops from another (the motorcycle of ``stereo_motorcycle``); the split is recorded.
-2. Stage 1: a tiny VQGAN prior (CodeFormer's stage-1 recipe) through BasicSR's pipeline
-   (``options/quickstart/prior.yml``).
-3. Restoration stage (CodeFormer stage 2) once per bottleneck — ``nearest``, ``index``, ``sa``, ``ca``, ``sinca`` —
-   and per seed, with identical budgets, data and seeds (``options/quickstart/restore.yml``).
-4. Evaluation on the held-out crops degraded with CodeFormer's blind pipeline (fixed seed): PSNR, SSIM, NIQE
-   (when the crops are large enough), LPIPS (when local trunk weights exist), code-index accuracy against the
-   prior's codes of the GT and codebook usage; mean ± std over seeds.
+``--task blind`` (default): a tiny CodeFormer on photo crops degraded with CodeFormer's blind (face) pipeline.
+``--task sr``: a tiny FeMaSR, x2 super-resolution of crops degraded with BSRGAN's pipeline at a mild setting.
+
+1. Data: 64x64 crops of scikit-image's bundled photographs at their own resolution — training crops from five
+   photos, held-out evaluation crops from another (the motorcycle of ``stereo_motorcycle``); the split is recorded.
+2. The HQ prior: by default the one shipped with the package (trained beforehand by
+   ``options/quickstart/<task>_prior.yml`` on the training photos only; SHA-256 checked on load);
+   ``--train_prior`` trains it from scratch through BasicSR's pipeline instead.
+3. The restoration stage once per bottleneck — ``nearest``, ``index``, ``sa``, ``ca``, ``sinca`` — and per seed,
+   with identical budgets, data and seeds (``options/quickstart/<task>_restore.yml``), each through the entry point.
+4. Evaluation on the held-out crops, degraded as in training at a fixed seed: PSNR, SSIM (RGB for blind; Y channel
+   with a border crop of the scale for SR, as BasicSR), LPIPS (with local trunk weights), NIQE on larger held-out
+   crops, PSNR against the prior's reconstruction of the GT, latent error, code-index accuracy and codebook usage;
+   mean ± std over seeds, and which orderings are beyond seed noise.
 
 Writes ``results.md`` (the table), ``results.json``, ``grid.png`` (LQ / each bottleneck / prior(GT) / GT),
-``attention_split.png``, ``attention_maps.png`` and ``code_stats.png`` into the output folder, plus the data,
-generated option files, logs and experiments. Deterministic for given seeds.
+``attention_split.png``, ``attention_maps.png``, ``code_stats.png`` and the held-out images of every row
+(``images/<row>/``, first seed) into the output folder, plus the data, generated option files, logs and
+experiments. Deterministic for given seeds.
 """
 import argparse
 import json
 import os
+import re
 import subprocess
 import sys
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from os import path as osp
 
 import numpy as np
 
+TRANSFORMER = {'num_layers': 2, 'num_heads': 4, 'ffn_expansion': 2.66}
 BOTTLENECKS = {
     'nearest': {'type': 'nearest'},
     'index': {'type': 'index', 'dim_embd': 64, 'n_head': 4, 'n_layers': 2},
-    'sa': {'type': 'sa', 'num_layers': 2, 'num_heads': 4, 'ffn_expansion': 2.66},
-    'ca': {'type': 'ca', 'num_layers': 2, 'num_heads': 4, 'ffn_expansion': 2.66},
-    'sinca': {'type': 'sinca', 'num_layers': 2, 'num_heads': 4, 'ffn_expansion': 2.66},
+    'sa': dict(type='sa', **TRANSFORMER),
+    'ca': dict(type='ca', **TRANSFORMER),
+    'sinca': dict(type='sinca', **TRANSFORMER),
+}
+TASKS = {
+    'blind': {
+        'title': 'blind restoration with a tiny CodeFormer (CodeFormer\'s blind face degradation on photo crops)',
+        'prior_options': 'blind_prior.yml', 'restore_options': 'blind_restore.yml',
+        'shipped_prior': 'quickstart_blind_prior.pth', 'scale': 1, 'crop_border': 0, 'y_channel': False,
+        'lq_label': 'LQ input', 'iters': 600, 'fast_iters': 300,
+        # where the restoration file takes the prior: CodeFormer initialises encoder, codebook and generator from
+        # the VQGAN (vqgan_path) and takes its targets from it (pretrain_network_hq)
+        'prior_keys': (('network_g', 'vqgan_path'), ('path', 'pretrain_network_hq')),
+    },
+    'sr': {
+        'title': 'x2 super-resolution with a tiny FeMaSR (BSRGAN degradation, mild setting)',
+        'prior_options': 'sr_prior.yml', 'restore_options': 'sr_restore.yml',
+        'shipped_prior': 'quickstart_sr_prior.pth', 'scale': 2, 'crop_border': 2, 'y_channel': True,
+        'lq_label': 'bicubic x2', 'iters': 600, 'fast_iters': 300,
+        'prior_keys': (('path', 'pretrain_network_hq'), ),   # FeMaSRLQModel initialises from it, non-strictly
+    },
 }
 TRAIN_PHOTOS = ('astronaut', 'chelsea', 'coffee', 'rocket', 'camera')
 EVAL_PHOTO = 'stereo_motorcycle (left view)'
 CROP = 64
 NIQE_SIZE = 192  # BasicSR's NIQE needs about 192 px; measured on larger held-out crops
+EVAL_SEED = 2024
+PRIOR_ROW = 'prior on GT (upper bound)'
 
 
 def positive_int(text):
@@ -52,19 +81,27 @@ def positive_int(text):
 def build_parser():
     parser = argparse.ArgumentParser(
         prog='python -m basicsr_sinca.quickstart', description=__doc__.split('\n\n')[0],
-        epilog='Default: 3 seeds (about 10 minutes on 2 CPU cores); --fast: 1 seed, shorter schedules (about 3).',
+        epilog='Default: 3 seeds (about 10 minutes on 2 CPU cores); --fast: 1 seed, shorter schedules (about 3). '
+               'The output folder defaults to ./quickstart_<task>.',
         formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument('--out', default='quickstart_out', help='output folder (default: ./quickstart_out)')
-    parser.add_argument('--fast', action='store_true', help='1 seed and shorter schedules')
+    parser.add_argument('--task', choices=sorted(TASKS), default='blind',
+                        help='blind: tiny CodeFormer, blind restoration (default); sr: tiny FeMaSR, x2 SR')
+    parser.add_argument('--out', default=None, help='output folder (default: ./quickstart_<task>)')
+    parser.add_argument('--fast', action='store_true', help='1 seed and a shorter restoration schedule')
     parser.add_argument('--seeds', type=positive_int, default=None, help='number of seeds (default 3, --fast 1)')
-    parser.add_argument('--prior_iters', type=positive_int, default=None,
-                        help='stage-1 iterations (default 1000, --fast 400)')
     parser.add_argument('--iters', type=positive_int, default=None,
-                        help='restoration iterations (default 300, --fast 200)')
+                        help='restoration iterations per bottleneck (default: the task\'s, see --help of the task)')
+    parser.add_argument('--bottlenecks', nargs='+', choices=list(BOTTLENECKS), default=list(BOTTLENECKS),
+                        help='bottlenecks to compare (default: all five)')
+    parser.add_argument('--train_prior', action='store_true',
+                        help='train the HQ prior from scratch (options/quickstart/<task>_prior.yml) instead of '
+                        'using the one shipped with the package')
+    parser.add_argument('--prior_iters', type=positive_int, default=None,
+                        help='with --train_prior: stage-1 iterations (default: the option file\'s total_iter)')
     parser.add_argument('--jobs', type=positive_int, default=2,
                         help='restoration trainings run in parallel (default 2)')
-    parser.add_argument('--train_crops', type=positive_int, default=15,
-                        help='training crops per photo (default 15)')
+    parser.add_argument('--train_crops', type=positive_int, default=60,
+                        help='training crops per photo (default 60)')
     parser.add_argument('--eval_crops', type=positive_int, default=16,
                         help='held-out evaluation crops (default 16)')
     parser.add_argument('--niqe_crops', type=int, default=4,
@@ -85,28 +122,24 @@ def make_data(out, train_crops, eval_crops, niqe_crops):
 
     from basicsr_sinca.utils.sample_data import load_photo, random_crops
     rng = np.random.default_rng(0)
-    train_dir, eval_dir = osp.join(out, 'datasets', 'quickstart', 'train_gt'), osp.join(out, 'datasets',
-                                                                                         'quickstart', 'eval_gt')
-    os.makedirs(train_dir, exist_ok=True)
-    os.makedirs(eval_dir, exist_ok=True)
+    root = osp.join(out, 'datasets', 'quickstart')
+    train_dir, eval_dir, niqe_dir = (osp.join(root, 'train_gt'), osp.join(root, 'eval_gt'),
+                                     osp.join(root, f'eval_gt_{NIQE_SIZE}'))
+    for folder in (train_dir, eval_dir, niqe_dir):
+        os.makedirs(folder, exist_ok=True)
     for name in TRAIN_PHOTOS:
-        img = load_photo(name)
-        img = cv2.resize(img, (img.shape[1] // 2, img.shape[0] // 2), interpolation=cv2.INTER_AREA)
-        for i, crop in enumerate(random_crops(img, CROP, train_crops, rng)):
+        for i, crop in enumerate(random_crops(load_photo(name), CROP, train_crops, rng)):
             cv2.imwrite(osp.join(train_dir, f'{name}_{i:02d}.png'), crop)
     moto = np.ascontiguousarray(skimage.data.stereo_motorcycle()[0][..., ::-1])
-    moto = cv2.resize(moto, (moto.shape[1] // 2, moto.shape[0] // 2), interpolation=cv2.INTER_AREA)
     for i, crop in enumerate(random_crops(moto, CROP, eval_crops, rng)):
         cv2.imwrite(osp.join(eval_dir, f'motorcycle_{i:02d}.png'), crop)
-    niqe_dir = eval_dir + f'_{NIQE_SIZE}'
-    os.makedirs(niqe_dir, exist_ok=True)
     for i, crop in enumerate(random_crops(moto, NIQE_SIZE, niqe_crops, rng)):
         cv2.imwrite(osp.join(niqe_dir, f'motorcycle_{i:02d}.png'), crop)
     split = {'train_photos': list(TRAIN_PHOTOS), 'train_crops': len(TRAIN_PHOTOS) * train_crops,
              'eval_photos': [EVAL_PHOTO], 'eval_crops': eval_crops, 'crop_size': CROP,
              'niqe_crops': niqe_crops, 'niqe_crop_size': NIQE_SIZE,
-             'source': 'scikit-image bundled images, downscaled by 2, random crops (seed 0)'}
-    with open(osp.join(out, 'datasets', 'quickstart', 'split.json'), 'w') as f:
+             'source': 'scikit-image bundled images at their own resolution, random crops (seed 0)'}
+    with open(osp.join(root, 'split.json'), 'w') as f:
         json.dump(split, f, indent=2)
     return split
 
@@ -121,17 +154,34 @@ def write_options(out, name, base, overrides):
     return path
 
 
-def run_training(out, opt_file, threads):
-    """One training through the package's entry point (a separate process, as a user would run it)."""
+ITER_PATTERN = re.compile(r'\biter:\s*([\d,]+)')  # not total_iter: of the printed options
+
+
+def run_training(out, opt_file, threads, on_progress=None):
+    """One training through the package's entry point (a separate process, as a user would run it).
+
+    Its output goes to ``logs/<name>.log``; ``on_progress(iterations done since the last call)`` follows the
+    iteration numbers it logs.
+    """
     name = osp.splitext(osp.basename(opt_file))[0]
-    env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads), PYTHONUNBUFFERED='1')
     env['PYTHONPATH'] = osp.dirname(osp.dirname(osp.abspath(__file__))) + os.pathsep + env.get('PYTHONPATH', '')
     os.makedirs(osp.join(out, 'logs'), exist_ok=True)
     log = osp.join(out, 'logs', f'{name}.log')
-    start = time.time()
+    start, done = time.time(), 0
     with open(log, 'w') as f:
-        proc = subprocess.run([sys.executable, '-m', 'basicsr_sinca.train', '-opt', opt_file], cwd=out, env=env,
-                              stdout=f, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen([sys.executable, '-m', 'basicsr_sinca.train', '-opt', opt_file], cwd=out, env=env,
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        for line in proc.stdout:
+            f.write(line)
+            f.flush()  # the log can be followed while the training runs
+            match = ITER_PATTERN.search(line)
+            if match and on_progress is not None:
+                current = int(match.group(1).replace(',', ''))
+                if current > done:
+                    on_progress(current - done)
+                    done = current
+        proc.wait()
     if proc.returncode != 0:
         with open(log) as f:
             tail = ''.join(f.readlines()[-15:])
@@ -139,20 +189,28 @@ def run_training(out, opt_file, threads):
     return time.time() - start
 
 
-def evaluation_set(out, size=CROP):
-    """The held-out crops (``size`` px) with CodeFormer's blind degradation at a fixed seed (training ranges)."""
-    from basicsr_sinca.data.ffhq_blind_dataset import FFHQBlindDataset
+def evaluation_set(out, task, size=CROP):
+    """The held-out crops (``size`` px) degraded as the task's training data (its ranges), at a fixed seed."""
+    import basicsr_sinca  # noqa: F401  (registers the datasets)
+    from basicsr.utils.registry import DATASET_REGISTRY
+
     from basicsr_sinca.utils.options import load_options
-    opt = dict(load_options(osp.join(repo_options(), 'common.yml'))['datasets']['train'])
+    opt = dict(load_options(osp.join(repo_options(), TASKS[task]['restore_options']))['datasets']['train'])
     folder = osp.join(out, 'datasets', 'quickstart', 'eval_gt' + ('' if size == CROP else f'_{size}'))
-    opt.update(name='photos_eval', phase='val', dataroot_gt=folder, seed=2024, gt_size=size, in_size=size)
-    return FFHQBlindDataset(opt)
+    opt.update(name='photos_eval', phase='val', dataroot_gt=folder, seed=EVAL_SEED, gt_size=size)
+    opt.update({key: False for key in ('use_hflip', 'use_rot', 'use_resize_crop') if key in opt})
+    if 'in_size' in opt:
+        opt['in_size'] = size
+    if TASKS[task]['scale'] > 1:
+        opt['scale'] = TASKS[task]['scale']
+    return DATASET_REGISTRY.get(opt['type'])(opt)
 
 
 def stack(dataset):
     import torch
     items = [dataset[i] for i in range(len(dataset))]
-    return torch.stack([it['lq'] for it in items]), torch.stack([it['gt'] for it in items])
+    names = [osp.splitext(osp.basename(it['gt_path']))[0] for it in items]
+    return torch.stack([it['lq'] for it in items]), torch.stack([it['gt'] for it in items]), names
 
 
 def lpips_status():
@@ -165,40 +223,62 @@ def lpips_status():
         return None, 'no local AlexNet trunk weights (alexnet-owt-7be5be79.pth, see README)'
 
 
-def evaluate(out, runs, prior_path, progress):
+def fidelity(imgs, refs, task, lpips_fn=None):
+    """Mean PSNR / SSIM (/ LPIPS) of HWC BGR uint8 ``imgs`` against ``refs``: BasicSR's metrics, RGB without border
+    crop for ``blind``, Y channel with a border crop of the scale for ``sr``."""
+    from basicsr.metrics import calculate_psnr, calculate_ssim
+    kw = {'crop_border': TASKS[task]['crop_border'], 'test_y_channel': TASKS[task]['y_channel']}
+    return {
+        'psnr': float(np.mean([calculate_psnr(o, g, **kw) for o, g in zip(imgs, refs)])),
+        'ssim': float(np.mean([calculate_ssim(o, g, **kw) for o, g in zip(imgs, refs)])),
+        'lpips': float(np.mean([lpips_fn(o, g) for o, g in zip(imgs, refs)])) if lpips_fn else None,
+        'niqe': None,
+    }
+
+
+def lq_reference(lq_imgs, task, size):
+    """The LQ row's images: the input itself (blind) or its bicubic upsampling to the GT size (SR)."""
+    import cv2
+    if TASKS[task]['scale'] == 1:
+        return lq_imgs
+    return [cv2.resize(img, (size, size), interpolation=cv2.INTER_CUBIC) for img in lq_imgs]
+
+
+def write_images(out, label, imgs, names):
+    """The held-out images of one table row as ``images/<label>/<name>.png``; returns the folder (relative)."""
+    from basicsr_sinca.utils.file_io import atomic_imwrite
+    folder = osp.join('images', label.replace(' ', '_'))
+    for img, name in zip(imgs, names):
+        atomic_imwrite(img, osp.join(out, folder, f'{name}.png'))
+    return folder
+
+
+def evaluate(out, task, runs, prior_path, progress):
     """Metrics of every run on the held-out set, plus the images and attention data the report needs.
 
     Works on any network of the restorer contract. Besides PSNR/SSIM/LPIPS against the GT, two columns isolate
-    the bottleneck from the (tiny, quickly trained) prior: PSNR against the prior's own reconstruction of the GT
-    (what a perfect bottleneck would decode) and the latent error ||z - z_hat||^2 against the prior's quantised
-    GT latent (mean over codebooks). Index accuracy and codebook usage are given for bottlenecks that select
-    codes (pooled over codebooks).
+    the bottleneck from the prior: PSNR against the prior's own reconstruction of the GT (the ceiling of a frozen
+    decoder) and the latent error ||z - z_hat||^2 against the prior's quantised GT latent (mean over codebooks).
+    Index accuracy and codebook usage are given for bottlenecks that select codes (pooled over codebooks).
     """
     import torch
-    from basicsr.metrics import calculate_niqe, calculate_psnr, calculate_ssim
+    from basicsr.metrics import calculate_niqe
 
     from basicsr_sinca.utils.analysis import attention_split, codebook_usage, index_accuracy, to_uint8
     from basicsr_sinca.utils.checkpoint import read_state_dict
     from basicsr_sinca.utils.inference import build_net_from_options
-    lq, gt = stack(evaluation_set(out))
-    lq_big, gt_big = stack(evaluation_set(out, NIQE_SIZE))
+    lq, gt, names = stack(evaluation_set(out, task))
+    lq_big, gt_big, _ = stack(evaluation_set(out, task, NIQE_SIZE))
     lpips_fn, lpips_reason = lpips_status()
 
     def niqe(imgs):
         return float(np.mean([calculate_niqe(img, crop_border=0) for img in imgs]))
 
-    def image_metrics(imgs, refs):
-        return {
-            'psnr': float(np.mean([calculate_psnr(o, g, crop_border=0) for o, g in zip(imgs, refs)])),
-            'ssim': float(np.mean([calculate_ssim(o, g, crop_border=0) for o, g in zip(imgs, refs)])),
-            'lpips': float(np.mean([lpips_fn(o, g) for o, g in zip(imgs, refs)])) if lpips_fn else None,
-            'niqe': None,
-        }
+    def as_images(batch, image_range):
+        return [to_uint8(batch[i:i + 1], image_range) for i in range(batch.shape[0])]
 
-    def as_images(batch):
-        return [to_uint8(batch[i:i + 1], net.image_range) for i in range(batch.shape[0])]
-
-    results, images, extras, prior, niqe_reasons = {}, {}, {}, None, set()
+    results, images, extras, niqe_reasons = {}, {}, {}, set()
+    prior = net = None
     for (bottleneck, seed), opt_file in runs.items():
         net = build_net_from_options(opt_file)
         ckpt = osp.join(out, 'experiments', osp.splitext(osp.basename(opt_file))[0], 'models', 'net_g_latest.pth')
@@ -207,14 +287,14 @@ def evaluate(out, runs, prior_path, progress):
         if prior is None:
             prior = net.build_prior(prior_path)
             targets = prior.prior_targets(gt)
-            gt_imgs = as_images(gt)
+            gt_imgs = as_images(gt, net.image_range)
             with torch.no_grad():
-                prior_imgs = as_images(net.decode([t.feat for t in targets], net.encode(gt)[1]))
+                prior_imgs = as_images(prior.autoencoder_terms(prior(gt))[0], net.image_range)
         with torch.no_grad():
             output = net.restore(lq)
-        outs = as_images(output.image)
-        row = image_metrics(outs, gt_imgs)
-        row['psnr_to_prior'] = image_metrics(outs, prior_imgs)['psnr']
+        outs = as_images(output.image, net.image_range)
+        row = fidelity(outs, gt_imgs, task, lpips_fn)
+        row['psnr_to_prior'] = fidelity(outs, prior_imgs, task)['psnr']
         row['latent_mse'] = float(np.mean([(o.feat - t.feat).square().mean().item()
                                            for o, t in zip(output.bottlenecks, targets)]))
         selecting = [i for i, b in enumerate(net.bottlenecks) if b.selects_codes]
@@ -226,71 +306,111 @@ def evaluate(out, runs, prior_path, progress):
                                                                   net.codebooks[i].shape[0]) for i in selecting]))
         try:
             with torch.no_grad():
-                row['niqe'] = niqe(as_images(net.restore(lq_big).image))
+                row['niqe'] = niqe(as_images(net.restore(lq_big).image, net.image_range))
         except ValueError as err:  # e.g. a learned position table fixed to the training size
             niqe_reasons.add(f'not for {bottleneck!r}: {err}')
-        results[(bottleneck, seed)] = row
         if seed == min(s for b, s in runs if b == bottleneck):
             images[bottleneck] = outs
+            row['images'] = write_images(out, bottleneck, outs, names)
             if any(b.has_attention for b in net.bottlenecks):
                 extras[bottleneck] = {'split': attention_split(net, output.latents), 'net': net,
                                       'latents': output.latents}
+        results[(bottleneck, seed)] = row
         progress.update(1)
-    lq_imgs = as_images(lq)
-    references = {'LQ input': dict(image_metrics(lq_imgs, gt_imgs), psnr_to_prior=image_metrics(lq_imgs,
-                                                                                                 prior_imgs)['psnr']),
-                  'prior on GT (upper bound)': image_metrics(prior_imgs, gt_imgs), 'GT': {}}
-    references['LQ input']['niqe'] = niqe(as_images(lq_big))
+
+    lq_label = TASKS[task]['lq_label']
+    lq_imgs = as_images(lq, net.image_range)
+    lq_row_imgs = lq_reference(lq_imgs, task, CROP)
+    references = {
+        lq_label: dict(fidelity(lq_row_imgs, gt_imgs, task, lpips_fn),
+                       psnr_to_prior=fidelity(lq_row_imgs, prior_imgs, task)['psnr'],
+                       images=write_images(out, lq_label, lq_row_imgs, names)),
+        PRIOR_ROW: dict(fidelity(prior_imgs, gt_imgs, task, lpips_fn),
+                        images=write_images(out, 'prior', prior_imgs, names)),
+        'GT': {'psnr': None, 'ssim': None, 'lpips': None, 'images': write_images(out, 'gt', gt_imgs, names)},
+    }
+    if TASKS[task]['scale'] > 1:
+        write_images(out, 'lq', lq_imgs, names)
+    references[lq_label]['niqe'] = niqe(lq_reference(as_images(lq_big, net.image_range), task, NIQE_SIZE))
     with torch.no_grad():
-        big_targets = prior.prior_targets(gt_big)
-        references['prior on GT (upper bound)']['niqe'] = niqe(
-            as_images(net.decode([t.feat for t in big_targets], net.encode(gt_big)[1])))
-    references['GT'] = {'psnr': None, 'ssim': None, 'lpips': None, 'niqe': niqe(as_images(gt_big))}
+        references[PRIOR_ROW]['niqe'] = niqe(as_images(prior.autoencoder_terms(prior(gt_big))[0], net.image_range))
+    references['GT']['niqe'] = niqe(as_images(gt_big, net.image_range))
     reasons = {'lpips': lpips_reason, 'niqe': '; '.join(sorted(niqe_reasons))}
-    return results, references, {'lq': lq_imgs, 'gt': gt_imgs, 'prior': prior_imgs, **images}, extras, reasons, lq
+    images.update({'lq': lq_row_imgs, 'gt': gt_imgs, 'prior': prior_imgs})
+    return results, references, images, extras, reasons, lq
 
 
-def summarize(results, seeds):
-    """{bottleneck: {metric: (mean, std)}} over seeds."""
+def summarize(results, bottlenecks, seeds):
+    """{bottleneck: {metric: (mean, std)}} over seeds (population std)."""
     table = {}
-    for bottleneck in BOTTLENECKS:
+    for bottleneck in bottlenecks:
         rows = [results[(bottleneck, s)] for s in seeds]
         table[bottleneck] = {}
         for key in rows[0]:
+            if key == 'images':
+                continue
             values = [r[key] for r in rows if r.get(key) is not None]
             table[bottleneck][key] = (float(np.mean(values)), float(np.std(values))) if values else None
     return table
 
 
-def markdown(table, references, reasons, split, seeds, timings):
+def separations(table, metric='psnr', factor=2.0):
+    """Each pair of bottlenecks ordered by ``metric``: whether the difference of means exceeds ``factor`` times the
+    pooled std over seeds, sqrt((s_a^2 + s_b^2) / 2). Returns [(better, worse, difference, pooled, beyond)]."""
+    names = sorted(table, key=lambda k: -table[k][metric][0])
+    pairs = []
+    for i, a in enumerate(names):
+        for b in names[i + 1:]:
+            (ma, sa), (mb, sb) = table[a][metric], table[b][metric]
+            pooled = float(np.sqrt((sa**2 + sb**2) / 2))
+            pairs.append((a, b, ma - mb, pooled, (ma - mb) > factor * pooled))
+    return pairs
+
+
+def markdown(task, table, references, reasons, split, seeds, timings, prior_info):
     def cell(v, digits):
         return '–' if v is None else f'{v[0]:.{digits}f} ± {v[1]:.{digits}f}'
 
-    lines = [f'# Quickstart: bottlenecks of a tiny CodeFormer ({len(seeds)} seed{"s" if len(seeds) > 1 else ""})', '',
+    def plain(v, digits):
+        return '–' if v is None else f'{v:.{digits}f}'
+
+    spec = TASKS[task]
+    metric_note = ('Y-channel PSNR/SSIM, border of {} px cropped'.format(spec['crop_border']) if spec['y_channel']
+                   else 'RGB PSNR/SSIM')
+    lines = [f"# Quickstart ({task}): {spec['title']} — {len(seeds)} seed{'s' if len(seeds) > 1 else ''}", '',
              f"Train: {split['train_crops']} crops of {', '.join(split['train_photos'])}; evaluation: "
              f"{split['eval_crops']} held-out crops of {', '.join(split['eval_photos'])} ({split['crop_size']} px, "
-             'CodeFormer blind degradation, fixed seed). Mean ± std over seeds.', '',
+             f'degraded as in training at a fixed seed; {metric_note}). Mean ± std over seeds.', '',
              '| bottleneck | PSNR ↑ | SSIM ↑ | LPIPS ↓ | NIQE ↓ | PSNR to prior(GT) ↑ | latent MSE ↓ | '
              'index accuracy ↑ | codebook usage |', '|---|---|---|---|---|---|---|---|---|']
     for name, row in table.items():
         lines.append(f"| {name} | {cell(row['psnr'], 2)} | {cell(row['ssim'], 4)} | {cell(row['lpips'], 4)} | "
                      f"{cell(row['niqe'], 2)} | {cell(row['psnr_to_prior'], 2)} | {cell(row['latent_mse'], 4)} | "
                      f"{cell(row.get('index_accuracy'), 4)} | {cell(row.get('codebook_usage'), 4)} |")
-    def plain(v, digits):
-        return '–' if v is None else f'{v:.{digits}f}'
-
     for label, row in references.items():
         lines.append(f"| *{label}* | {plain(row['psnr'], 2)} | {plain(row['ssim'], 4)} | {plain(row['lpips'], 4)} | "
                      f"{plain(row['niqe'], 2)} | {plain(row.get('psnr_to_prior'), 2)} | – | – | – |")
     ranking = sorted(table, key=lambda k: -table[k]['psnr'][0])
-    lines += ['', f"Ranking by PSNR (as measured here): {' > '.join(ranking)}.", '']
+    lq_psnr = references[spec['lq_label']]['psnr']
+    beating = [k for k in ranking if table[k]['psnr'][0] > lq_psnr]
+    lines += ['', f"Ranking by PSNR (as measured here): {' > '.join(ranking)}.",
+              f"Above the {spec['lq_label']} row ({lq_psnr:.2f} dB): {', '.join(beating) if beating else 'none'}."]
+    if len(seeds) > 1:
+        pairs = separations(table)
+        beyond = [f'{a} > {b} (+{d:.2f} dB)' for a, b, d, _, ok in pairs if ok]
+        within = [f'{a} vs {b} ({d:+.2f} dB, pooled std {s:.2f})' for a, b, d, s, ok in pairs if not ok]
+        lines += [f"Beyond seed noise (PSNR difference > 2 × pooled std): {'; '.join(beyond) or 'none'}.",
+                  f"Within seed noise: {'; '.join(within) or 'none'}."]
+    else:
+        lines += ['One seed: no statement about seed noise (use --seeds 3 or more).']
+    lines += ['', f"- prior: {prior_info['source']}; it reconstructs the held-out GT at "
+                  f"{references[PRIOR_ROW]['psnr']:.2f} dB (row *{PRIOR_ROW}*)."]
     empty = [k for k, v in reasons.items() if v and any(r[k] is None for r in table.values())]
     lines += [f'- {k.upper()} missing: {reasons[k]}' for k in empty]
     lines += [f"- NIQE on {split['niqe_crops']} held-out {split['niqe_crop_size']} px crops (the networks run at any "
-              'size but the index transformer), the other columns on the 64 px crops.']
-    lines += ['- PSNR to prior(GT): against the prior\'s reconstruction of the GT, i.e. what decoding the ideal latent '
-              'gives; latent MSE: ||z - z_hat||^2 of the decoder input against the prior\'s quantised GT latent. Both '
-              'isolate the bottleneck from the quality of the tiny prior.',
+              'size but the index transformer), the other columns on the 64 px crops.',
+              "- PSNR to prior(GT): against the prior's reconstruction of the GT, the ceiling of a frozen decoder; "
+              "latent MSE: ||z - z_hat||^2 of the decoder input against the prior's quantised GT latent.",
               '- index accuracy / codebook usage: only for bottlenecks that select codes (nearest, index); accuracy is '
               "against the prior's nearest codes of the ground truth.",
               f"- time: data {timings['data']:.0f} s, prior {timings['prior']:.0f} s, restoration stages "
@@ -298,14 +418,14 @@ def markdown(table, references, reasons, split, seeds, timings):
     return '\n'.join(lines) + '\n'
 
 
-def write_figures(out, images, extras, lq):
+def write_figures(out, task, bottlenecks, images, extras, lq):
     """grid.png, attention_split.png (first codebook of every attention model), attention_maps.png (sinca)."""
     from basicsr_sinca.utils.analysis import image_grid, plot_attention_maps, plot_attention_split
     from basicsr_sinca.utils.file_io import atomic_imwrite
-    columns = ['lq'] + list(BOTTLENECKS) + ['prior', 'gt']
+    columns = ['lq'] + list(bottlenecks) + ['prior', 'gt']
     rows = [[images[c][i] for c in columns] for i in range(min(6, len(images['gt'])))]
-    labels = ['LQ'] + list(BOTTLENECKS) + ['prior(GT)', 'GT']
-    atomic_imwrite(image_grid(rows, labels, scale=2), osp.join(out, 'grid.png'))
+    labels = [TASKS[task]['lq_label'].split()[0]] + list(bottlenecks) + ['prior(GT)', 'GT']
+    atomic_imwrite(image_grid(rows, labels, scale=3), osp.join(out, 'grid.png'))
     if extras:
         plot_attention_split({k: next(s for s in v['split'] if s is not None) for k, v in extras.items()},
                              osp.join(out, 'attention_split.png'))
@@ -322,54 +442,101 @@ def write_figures(out, images, extras, lq):
                             net.bottlenecks[i].attention_mode)
 
 
+class StageBar:
+    """A tqdm bar over the iterations of several trainings running in threads."""
+
+    def __init__(self, total, desc):
+        from tqdm import tqdm
+        self.bar, self.lock = tqdm(total=total, desc=desc, unit='it'), threading.Lock()
+
+    def __call__(self, n):
+        with self.lock:
+            self.bar.update(n)
+
+    def close(self):
+        self.bar.close()
+
+
+def prepare_prior(out, task, args, options):
+    """Path of the HQ prior and how it was obtained (``--train_prior`` trains it here, otherwise the shipped
+    file, checksum-verified)."""
+    from basicsr_sinca.weights import sha256_of, shipped_weights
+    spec = TASKS[task]
+    if not args.train_prior:
+        path = shipped_weights(spec['shipped_prior'])
+        return path, {'source': f"shipped {spec['shipped_prior']} (SHA-256 {sha256_of(path)[:12]}…, trained by "
+                                f"options/quickstart/{spec['prior_options']})", 'trained_here': False}
+    from basicsr_sinca.utils.options import load_options
+    prior_file = osp.join(options, spec['prior_options'])
+    iters = args.prior_iters or load_options(prior_file)['train']['total_iter']
+    name = f'quickstart_{task}_prior'
+    opt_file = write_options(out, name, prior_file, {
+        'train': {'total_iter': iters, 'scheduler': {'periods': [iters]}},
+        'logger': {'print_freq': max(1, iters // 50)}})
+    bar = StageBar(iters, 'prior (stage 1)')
+    run_training(out, opt_file, os.cpu_count() or 1, bar)
+    bar.close()
+    path = osp.join(out, 'experiments', name, 'models', 'net_g_latest.pth')
+    return path, {'source': f'trained here for {iters} iterations by options/quickstart/{spec["prior_options"]}',
+                  'trained_here': True}
+
+
+def best_model_command(out, task, table, runs, seeds):
+    """The command that restores a user's own images with the best bottleneck (by mean PSNR), first seed."""
+    best = max(table, key=lambda k: table[k]['psnr'][0])
+    opt_file = runs[(best, seeds[0])]
+    ckpt = osp.join(out, 'experiments', osp.splitext(osp.basename(opt_file))[0], 'models', 'net_g_latest.pth')
+    script = 'inference_sr.py' if TASKS[task]['scale'] > 1 else 'inference_face.py'
+    return best, (f'python scripts/{script} --opt {opt_file} --model_path {ckpt} '
+                  f'-i YOUR_IMAGES -o {osp.join(out, "restored_yours")}')
+
+
 def main(argv=None):
     args = build_parser().parse_args(argv)
     from tqdm import tqdm
 
+    task, spec = args.task, TASKS[args.task]
     seeds = list(range(args.seeds if args.seeds is not None else (1 if args.fast else 3)))
-    prior_iters = args.prior_iters if args.prior_iters is not None else (400 if args.fast else 1000)
-    iters = args.iters if args.iters is not None else (200 if args.fast else 300)
-    out = osp.abspath(args.out)
+    iters = args.iters if args.iters is not None else (spec['fast_iters'] if args.fast else spec['iters'])
+    bottlenecks = [b for b in BOTTLENECKS if b in args.bottlenecks]
+    out = osp.abspath(args.out or f'quickstart_{task}')
     options = repo_options()
     t0 = time.time()
     timings = {}
-    print(f'quickstart: {len(seeds)} seed(s), prior {prior_iters} iterations, restoration {iters} iterations x '
-          f'{len(BOTTLENECKS)} bottlenecks -> {out}', flush=True)
+    print(f"quickstart ({task}): {spec['title']}; {len(seeds)} seed(s), restoration {iters} iterations x "
+          f"{len(bottlenecks)} bottlenecks -> {out}", flush=True)
     split = make_data(out, args.train_crops, args.eval_crops, args.niqe_crops)
     timings['data'] = time.time() - t0
 
-    total_runs = 1 + len(BOTTLENECKS) * len(seeds)
-    with tqdm(total=total_runs, desc='trainings', unit='run') as bar:
-        prior_opt = write_options(out, 'quickstart_prior', osp.join(options, 'prior.yml'), {
-            'train': {'total_iter': prior_iters, 'net_d_start_iter': prior_iters * 3 // 4,
-                      'scheduler': {'periods': [prior_iters]}}})
-        timings['prior'] = run_training(out, prior_opt, threads=os.cpu_count() or 1)
-        bar.update(1)
-        prior_path = osp.join(out, 'experiments', 'quickstart_prior', 'models', 'net_g_latest.pth')
+    start = time.time()
+    prior_path, prior_info = prepare_prior(out, task, args, options)
+    timings['prior'] = time.time() - start
 
-        runs = {}
-        restore_base = osp.join(options, 'restore.yml')
-        for seed in seeds:
-            for name, bottleneck in BOTTLENECKS.items():
-                runs[(name, seed)] = write_options(out, f'quickstart_{name}_s{seed}', restore_base, {
-                    'manual_seed': seed,
-                    'network_g': {'bottleneck': dict(bottleneck, _delete_=True), 'vqgan_path': prior_path},
-                    'path': {'pretrain_network_hq': prior_path},
-                    'train': {'total_iter': iters, 'scheduler': {'periods': [iters]}}})
-        threads = max(1, (os.cpu_count() or 1) // max(1, args.jobs))
-        start = time.time()
-        with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
-            futures = {pool.submit(run_training, out, opt, threads): key for key, opt in runs.items()}
-            for future in futures:
-                future.result()
-                bar.update(1)
-        timings['restore'] = time.time() - start
+    runs = {}
+    for seed in seeds:
+        for name in bottlenecks:
+            overrides = {'manual_seed': seed, 'network_g': {'bottleneck': dict(BOTTLENECKS[name], _delete_=True)},
+                         'path': {}, 'train': {'total_iter': iters, 'scheduler': {'periods': [iters]}},
+                         'logger': {'print_freq': max(1, iters // 20)}}
+            for section, key in spec['prior_keys']:
+                overrides[section][key] = prior_path
+            runs[(name, seed)] = write_options(out, f'quickstart_{task}_{name}_s{seed}',
+                                               osp.join(options, spec['restore_options']), overrides)
+    threads = max(1, (os.cpu_count() or 1) // max(1, args.jobs))
+    start = time.time()
+    bar = StageBar(iters * len(runs), f'restoration ({len(runs)} trainings)')
+    with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
+        futures = [pool.submit(run_training, out, opt, threads, bar) for opt in runs.values()]
+        for future in futures:
+            future.result()
+    bar.close()
+    timings['restore'] = time.time() - start
 
     start = time.time()
-    with tqdm(total=len(runs), desc='evaluation', unit='model') as bar:
-        results, references, images, extras, reasons, lq = evaluate(out, runs, prior_path, bar)
-    table = summarize(results, seeds)
-    write_figures(out, images, extras, lq)
+    with tqdm(total=len(runs), desc='evaluation', unit='model') as ebar:
+        results, references, images, extras, reasons, lq = evaluate(out, task, runs, prior_path, ebar)
+    table = summarize(results, bottlenecks, seeds)
+    write_figures(out, task, bottlenecks, images, extras, lq)
     from basicsr_sinca.utils.analysis import plot_code_stats
     plot_code_stats({k: {'accuracy': v['index_accuracy'][0], 'usage': v['codebook_usage'][0]}
                      for k, v in table.items() if v.get('index_accuracy')}, osp.join(out, 'code_stats.png'))
@@ -377,19 +544,26 @@ def main(argv=None):
     timings['total'] = time.time() - t0
 
     from basicsr_sinca.utils.file_io import atomic_open
-    report = markdown(table, references, reasons, split, seeds, timings)
-    with atomic_open(osp.join(out, 'results.md'), 'w') as f:
-        f.write(report)
-    payload = {'seeds': seeds, 'prior_iters': prior_iters, 'iters': iters, 'split': split, 'empty_columns': reasons,
+    report = markdown(task, table, references, reasons, split, seeds, timings, prior_info)
+    best, command = best_model_command(out, task, table, runs, seeds)
+    payload = {'task': task, 'seeds': seeds, 'iters': iters, 'bottlenecks': bottlenecks, 'split': split,
+               'prior': dict(prior_info, path=prior_path), 'empty_columns': reasons, 'lq_row': spec['lq_label'],
+               'metric': {'crop_border': spec['crop_border'], 'y_channel': spec['y_channel']},
                'references': references,
                'summary': {k: {m: (None if v is None else {'mean': v[0], 'std': v[1]}) for m, v in row.items()}
                            for k, row in table.items()},
-               'runs': [{'bottleneck': b, 'seed': s, **r} for (b, s), r in results.items()], 'timings_s': timings}
+               'separations': [{'better': a, 'worse': b, 'difference': d, 'pooled_std': s, 'beyond_noise': bool(ok)}
+                               for a, b, d, s, ok in (separations(table) if len(seeds) > 1 else [])],
+               'runs': [{'bottleneck': b, 'seed': s, **r} for (b, s), r in results.items()], 'timings_s': timings,
+               'best': {'bottleneck': best, 'command': command}}
+    with atomic_open(osp.join(out, 'results.md'), 'w') as f:
+        f.write(report)
     with atomic_open(osp.join(out, 'results.json'), 'w') as f:
         json.dump(payload, f, indent=2)
     print('\n' + report)
     print(f'outputs in {out}: results.md, results.json, grid.png, attention_split.png, attention_maps.png, '
-          'code_stats.png')
+          'code_stats.png, images/')
+    print(f'restore your own images with the best model here ({best}):\n  {command}')
     return 0
 
 

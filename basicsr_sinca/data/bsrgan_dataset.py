@@ -26,6 +26,30 @@ def _check_scale(opt, where):
     return scale
 
 
+def _degradation_options(opt, where):
+    """The keyword ranges of :func:`degradation_bsrgan` set in ``opt``, checked."""
+    out = {}
+    if opt.get('blur_scale') is not None:
+        value = opt['blur_scale']
+        if not isinstance(value, (int, float)) or value < 0:
+            raise ValueError(f'{where}.blur_scale: expected a number >= 0, got {value!r}')
+        out['blur_scale'] = float(value)
+    for key, low, high, integer in (('down_range', 1, None, False), ('noise_range', 0, 255, True),
+                                    ('jpeg_range', 1, 100, True)):
+        value = opt.get(key)
+        if value is None:
+            continue
+        ok = (isinstance(value, (list, tuple)) and len(value) == 2 and
+              all(isinstance(v, int if integer else (int, float)) for v in value) and low <= value[0] <= value[1] and
+              (high is None or value[1] <= high))
+        if not ok:
+            bound = f'{low} <= a <= b' + (f' <= {high}' if high is not None else '')
+            raise ValueError(f"{where}.{key}: expected [a, b] with {bound}{' (integers)' if integer else ''}, "
+                             f'got {value!r}')
+        out[key] = tuple(value)
+    return out
+
+
 def _resize_crop_size(h, w, gt_size, scale, rng):
     """FeMaSR's resize-crop: a random target size in [gt_size, min(h, w)], floored to a multiple of scale."""
     size = int(rng.integers(gt_size, max(gt_size, min(h, w)) + 1))
@@ -40,7 +64,9 @@ class BSRGANTrainDataset(data.Dataset):
         opt (dict): Config. Keys: ``dataroot_gt`` (folder) or ``meta_info_file`` (names inside it);
             ``io_backend``; ``gt_size`` (HR crop, 256); ``scale`` (set from the top-level ``scale``);
             ``use_resize_crop`` (first bicubic-resize the HR image to a random size in [gt_size, side]);
-            ``use_hflip``, ``use_rot``; ``seed`` (fixed per-sample degradations).
+            ``use_hflip``, ``use_rot``; ``seed`` (fixed per-sample degradations); the degradation's ranges
+            ``blur_scale`` (1), ``down_range`` ([1, 2·scale]), ``noise_range`` ([2, 25]) and ``jpeg_range``
+            ([30, 95]) — BSRGAN's by default (see :func:`degradation_bsrgan`).
 
     Returns (per item):
         dict: ``lq`` (3, gt_size/scale, gt_size/scale), ``gt`` (3, gt_size, gt_size), ``lq_path``, ``gt_path``.
@@ -57,6 +83,7 @@ class BSRGANTrainDataset(data.Dataset):
         self.io_backend_opt = dict(opt.get('io_backend') or {'type': 'disk'})
         self.file_client = None
         self.seed = opt.get('seed')
+        self.degradation_opt = _degradation_options(opt, self.where)
         folder = opt['dataroot_gt']
         if opt.get('meta_info_file'):
             with open(opt['meta_info_file']) as f:
@@ -86,7 +113,7 @@ class BSRGANTrainDataset(data.Dataset):
             h, w = img.shape[:2]
         top, left = int(rng.integers(0, h - self.gt_size + 1)), int(rng.integers(0, w - self.gt_size + 1))
         img = img[top:top + self.gt_size, left:left + self.gt_size]
-        lq, gt = degradation_bsrgan(img, self.scale, rng)
+        lq, gt = degradation_bsrgan(img, self.scale, rng, **self.degradation_opt)
         if self.opt.get('use_hflip') or self.opt.get('use_rot'):
             random.seed(int(rng.integers(0, 2**31 - 1)))  # BasicSR's augment draws from Python's `random`
             gt, lq = augment([gt, lq], self.opt.get('use_hflip', False), self.opt.get('use_rot', False))

@@ -36,15 +36,17 @@ def _resize(img, width, height, interpolation):
     return cv2.resize(img, (max(1, int(width)), max(1, int(height))), interpolation=interpolation)
 
 
-def random_blur(img, sf, rng):
-    """One BSRGAN blur: anisotropic (covariance eigenvalues U(0, 4 + sf), angle U(0, pi)) or isotropic Gaussian."""
+def random_blur(img, sf, rng, blur_scale=1.0):
+    """One BSRGAN blur: anisotropic (covariance eigenvalues U(0, 4 + sf), angle U(0, pi)) or isotropic Gaussian
+    (sigma U(0, 2 + 0.2·sf)); ``blur_scale`` multiplies the kernel widths (sigmas)."""
     ksize = 2 * int(rng.integers(2, 12)) + 3
     if rng.random() < 0.5:
         l1, l2 = (4.0 + sf) * rng.random(), (4.0 + sf) * rng.random()
-        kernel = bivariate_Gaussian(ksize, max(np.sqrt(l1), 1e-3), max(np.sqrt(l2), 1e-3), rng.random() * np.pi,
-                                    isotropic=False)
+        kernel = bivariate_Gaussian(ksize, max(blur_scale * np.sqrt(l1), 1e-3), max(blur_scale * np.sqrt(l2), 1e-3),
+                                    rng.random() * np.pi, isotropic=False)
     else:
-        kernel = bivariate_Gaussian(ksize, max((2.0 + 0.2 * sf) * rng.random(), 1e-3), 0, 0, isotropic=True)
+        kernel = bivariate_Gaussian(ksize, max(blur_scale * (2.0 + 0.2 * sf) * rng.random(), 1e-3), 0, 0,
+                                    isotropic=True)
     return _convolve(img, kernel)
 
 
@@ -63,8 +65,8 @@ def random_noise(img, rng, low=2, high=25):
     return np.clip(img + noise.astype(np.float32), 0.0, 1.0)
 
 
-def _random_jpeg(img, rng):
-    return jpeg_compress(img, int(rng.integers(30, 96)))
+def _random_jpeg(img, rng, quality_range=(30, 95)):
+    return jpeg_compress(img, int(rng.integers(quality_range[0], quality_range[1] + 1)))
 
 
 def _shifted_gaussian_downsample(img, sf, rng):
@@ -76,13 +78,20 @@ def _shifted_gaussian_downsample(img, sf, rng):
     return _convolve(img, kernel)[0::sf, 0::sf]
 
 
-def degradation_bsrgan(img, sf=4, rng=None):
+def degradation_bsrgan(img, sf=4, rng=None, blur_scale=1.0, down_range=None, noise_range=(2, 25),
+                       jpeg_range=(30, 95)):
     """Degrade an HR image with BSRGAN's random pipeline.
+
+    The defaults are BSRGAN's; the keyword ranges give milder (or harsher) settings of the same pipeline.
 
     Args:
         img (ndarray): HWC float32 BGR in [0, 1]; at least 2·sf pixels per side.
         sf (int): Scale factor (2 or 4; others work too).
         rng (numpy.random.Generator | None): Randomness (default: a fresh unseeded generator).
+        blur_scale (float): Multiplies the widths of the two random blur kernels. Default: 1.
+        down_range (tuple[float] | None): Factor range of the random cv2 downsampling (default: (1, 2·sf)).
+        noise_range (tuple[int]): Noise sigma range on the 0-255 scale (integers, inclusive). Default: (2, 25).
+        jpeg_range (tuple[int]): JPEG quality range (inclusive) of both JPEG steps. Default: (30, 95).
 
     Returns:
         tuple[ndarray, ndarray]: ``(lq, hq)`` — ``hq`` is ``img`` mod-cropped to a multiple of sf, ``lq`` is
@@ -110,11 +119,11 @@ def degradation_bsrgan(img, sf=4, rng=None):
     size_before_down = lq.shape[1], lq.shape[0]
     for op in order:
         if op in (0, 1):
-            lq = random_blur(lq, sf, rng)
+            lq = random_blur(lq, sf, rng, blur_scale)
         elif op == 2:
             size_before_down = lq.shape[1], lq.shape[0]
             if rng.random() < 0.75:
-                factor = rng.uniform(1, 2 * sf)
+                factor = rng.uniform(*(down_range or (1, 2 * sf)))
                 lq = _resize(lq, lq.shape[1] / factor, lq.shape[0] / factor, INTERPOLATIONS[rng.integers(3)])
             else:
                 lq = _shifted_gaussian_downsample(lq, sf, rng)
@@ -123,8 +132,8 @@ def degradation_bsrgan(img, sf=4, rng=None):
             lq = np.clip(_resize(lq, size_before_down[0] / sf, size_before_down[1] / sf,
                                  INTERPOLATIONS[rng.integers(3)]), 0.0, 1.0)
         elif op == 4:
-            lq = random_noise(lq, rng)
+            lq = random_noise(lq, rng, *noise_range)
         elif op == 5 and rng.random() < 0.9:
-            lq = _random_jpeg(lq, rng)
-    lq = _random_jpeg(lq, rng)
+            lq = _random_jpeg(lq, rng, jpeg_range)
+    lq = _random_jpeg(lq, rng, jpeg_range)
     return lq.astype(np.float32), hq

@@ -117,3 +117,33 @@ def test_two_indices_of_one_image_get_their_own_degradation(tmp_path):
     assert torch.equal(ds[0]['gt'], ds[1]['gt'])
     assert not torch.equal(ds[0]['lq'], ds[1]['lq'])
     assert torch.equal(ds[0]['lq'], again[0]['lq']) and torch.equal(ds[1]['lq'], again[1]['lq'])
+
+
+def test_milder_settings_degrade_less_and_bad_ranges_are_refused(photo, hr_folder):
+    """The keyword ranges reach the pipeline: without noise, JPEG, blur or extra downsampling the LQ is only the
+    final resize; BSRGAN's defaults are kept when they are not given; a bad range is one error naming the key."""
+
+    def error(lq, hq):
+        return float(np.mean((cv2.resize(lq, hq.shape[1::-1], interpolation=cv2.INTER_CUBIC) - hq)**2))
+
+    clean = dict(blur_scale=0.0, down_range=(1, 1), noise_range=(0, 0), jpeg_range=(100, 100))
+    default_err = np.mean([error(*degradation_bsrgan(photo, 2, np.random.default_rng(s))) for s in range(6)])
+    clean_err = np.mean([error(*degradation_bsrgan(photo, 2, np.random.default_rng(s), **clean)) for s in range(6)])
+    assert clean_err < default_err / 3
+    explicit = dict(blur_scale=1.0, down_range=(1, 4), noise_range=(2, 25), jpeg_range=(30, 95))
+    for s in range(3):
+        a = degradation_bsrgan(photo, 2, np.random.default_rng(s))[0]
+        assert np.array_equal(a, degradation_bsrgan(photo, 2, np.random.default_rng(s), **explicit)[0])
+    opt = dict(name='hr', phase='train', dataroot_gt=hr_folder, io_backend={'type': 'disk'}, gt_size=64, scale=2,
+               seed=1)
+    mild = BSRGANTrainDataset(dict(opt, **{k: list(v) if isinstance(v, tuple) else v for k, v in clean.items()}))
+    harsh = BSRGANTrainDataset(opt)
+    assert mild[0]['lq'].shape == harsh[0]['lq'].shape == (3, 32, 32)
+    assert not torch.equal(mild[0]['lq'], harsh[0]['lq'])
+    for key, value, expected in (('noise_range', [5, 2], 'noise_range: expected'), ('jpeg_range', [30, 101], 'jpeg'),
+                                 ('noise_range', [1.5, 3], 'integers'), ('down_range', [0.5, 2], 'down_range'),
+                                 ('blur_scale', -1, 'blur_scale: expected a number >= 0')):
+        with pytest.raises(ValueError, match=rf'datasets\.train\(hr\)\.{key}: .*'):
+            BSRGANTrainDataset(dict(opt, **{key: value}))
+        with pytest.raises(ValueError, match=expected):
+            BSRGANTrainDataset(dict(opt, **{key: value}))

@@ -32,7 +32,7 @@ def test_wheel_ships_package_and_option_files(wheel_site, tmp_path):
     ymls = [n for n in names if n.startswith('basicsr_sinca/options/') and n.endswith('.yml')]
     expected = sum(len([f for f in files if f.endswith('.yml')]) for _, _, files in os.walk(osp.join(REPO, 'options')))
     assert len(ymls) == expected and 'basicsr_sinca/options/codeformer_sinca.yml' in names
-    assert 'basicsr_sinca/options/quickstart/prior.yml' in names
+    assert 'basicsr_sinca/options/quickstart/blind_prior.yml' in names
     # entry-point group for a BasicSR with plugin discovery (upstream patch 0006)
     (ep, ) = [n for n in names if n.endswith('entry_points.txt')]
     assert '[basicsr.plugins]' in zipfile.ZipFile(wheel).read(ep).decode()
