@@ -385,16 +385,16 @@ def restore_photo(path, name, ctx):
         candidates = [k for k in candidates if faces[k] is centre]
     result = ctx['upsampler'](img, log=ctx['log'])
     scale = ctx['upsampler'].scale
-    for number, k in enumerate(candidates):
+    for k in candidates:  # numbered as detected (faces.json's order), best score first
         matrix = fh.alignment_matrix(faces[k], restorer.size)
         crop = fh.warp_face(img, matrix, restorer.size)
         restored = restorer(crop, gray=gray)
         if args.save_faces:
-            atomic_imwrite(crop, osp.join(args.output, 'cropped_faces', f'{name}_{number:02d}.png'))
-            atomic_imwrite(restored, osp.join(args.output, 'restored_faces', f'{name}_{number:02d}.png'))
+            atomic_imwrite(crop, osp.join(args.output, 'cropped_faces', f'{name}_{k:02d}.png'))
+            atomic_imwrite(restored, osp.join(args.output, 'restored_faces', f'{name}_{k:02d}.png'))
         mask = ctx['parser'].mask(restored) if ctx['parser'] is not None else None
         result, box = fh.paste_face(result, restored, matrix, scale, mask)
-        entries[k].update(restored=True, number=number, pasted_box=list(box))
+        entries[k].update(restored=True, pasted_box=list(box))
     atomic_imwrite(result, osp.join(args.output, 'final_results', f'{name}.png'))
     done = sum(e['restored'] for e in entries)
     if not faces:
