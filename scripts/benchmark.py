@@ -382,7 +382,7 @@ def bench_costs(pairs, device, repeats, sr_side):
 def costs_markdown(res):
     lines = [f"# Restoration cost per baseline ({res['device']}, {res['threads']} threads"
              f"{', QUICK sizes' if res['quick'] else ''}; random weights)", '',
-             f"Per image through `sinca-restore`'s code: a {res['face_input']} aligned face for face networks, a "
+             "Per image through `sinca-restore`'s code: an aligned face of the network's face size (face networks), a "
              f"{res['sr_side']}x{res['sr_side']} LR crop for SR networks; time of a warm call (median of "
              f"{res['repeats']}), also per megapixel of output; peak memory added by the first call (weights "
              'excluded).', '',
@@ -404,8 +404,7 @@ def main_costs(args, device):
     rows = bench_costs(QUICK_COST_PAIRS if args.quick else COST_PAIRS, device, repeats, sr_side)
     res = {'device': str(device), 'device_name': torch.cuda.get_device_name(device) if device.type == 'cuda' else
            platform.processor() or platform.machine(), 'threads': torch.get_num_threads(), 'torch': torch.__version__,
-           'quick': args.quick, 'repeats': repeats, 'face_input': 'img_size px (512 at full size)',
-           'sr_side': sr_side, 'd': rows}
+           'quick': args.quick, 'repeats': repeats, 'sr_side': sr_side, 'd': rows}
     os.makedirs(args.out, exist_ok=True)
     with atomic_open(osp.join(args.out, 'costs.json'), 'w') as f:
         json.dump(res, f, indent=2)

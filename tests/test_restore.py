@@ -136,6 +136,39 @@ def test_background_upscale_gray_photo_center_face_and_small_faces(photos, tmp_p
     assert np.array_equal(result[..., 0], result[..., 1]) and np.array_equal(result[..., 1], result[..., 2])
 
 
+def test_background_upsampled_by_an_sr_network_of_the_package(tmp_path, ckpts, capsys):
+    """-s 4 with --bg_opt / --bg_model_path: the background is the SR network's output (tiled here), the face is
+    pasted at 4x, and outside the pasted box the result is exactly the SR network's output."""
+    from basicsr_sinca.restore import super_resolve
+    from basicsr_sinca.utils.inference import output2img
+    from basicsr_sinca.utils.options import resolve_option_file
+    src = tmp_path / 'in'
+    src.mkdir()
+    crop = load_photo('astronaut')[50:178, 150:278]  # 128 x 128 around her face
+    cv2.imwrite(str(src / 'face.png'), crop)
+    out = tmp_path / 'out'
+    rc = restore.main(['-i', str(src), '-o', str(out), '--opt', TINY_CF, '--model_path', ckpts['cf'], '-s', '4',
+                       '--bg_opt', TINY_SR, '--bg_model_path', ckpts['sr'], '--max_size', '64', '--tile_size', '64',
+                       '--tile_pad', '8', '--device', 'cpu'])
+    printed = capsys.readouterr().out
+    assert rc == 0 and 'background x4 (SinCAFeMaSRNet)' in printed
+    report = json.loads((out / 'faces.json').read_text())
+    assert report['scale'] == 4
+    faces = report['inputs'][0]['faces']
+    assert len(faces) == 1 and faces[0]['restored']
+    final = cv2.imread(str(out / 'final_results' / 'face.png'))
+    assert final.shape == (512, 512, 3)
+    torch.manual_seed(0)
+    sr = build_net_from_options(resolve_option_file(TINY_SR))
+    sr.load_state_dict(torch.load(ckpts['sr'])['params'])
+    background = output2img(super_resolve(sr.eval(), crop, torch.device('cpu'), 64, 64, 8), (0, 1))
+    x0, y0, x1, y1 = faces[0]['pasted_box']
+    assert x1 - x0 > 4 * 60  # the face square, pasted at 4x
+    outside = np.ones((512, 512), bool)
+    outside[y0:y1, x0:x1] = False
+    assert outside.any() and np.array_equal(final[outside], background[outside])
+
+
 def test_sr_folder_with_tiling_through_the_same_command(tmp_path, ckpts, monkeypatch, capsys):
     """A tiny FeMaSR x4 (packaged option name) on a folder: images over --max_size^2 go through tiles, the others in
     one piece; an unreadable file is reported and the batch goes on (exit 1)."""
