@@ -19,11 +19,12 @@ from basicsr_sinca.utils.sample_data import load_photo
 
 TINY_CF = 'train/codeformer/tiny/stage2_sinca'  # packaged option names, as a user gives them
 TINY_SR = 'train/femasr/tiny/x4_sinca'
+TINY_SR_NEAREST = 'train/femasr/tiny/x4_retrain'  # FeMaSR's own nearest-code bottleneck: a faster background net
 
 
 @pytest.fixture(scope='module')
 def ckpts(tmp_path_factory):
-    """Random tiny CodeFormer (64 px faces) and FeMaSR x4 checkpoints."""
+    """Random tiny CodeFormer (64 px faces) and FeMaSR x4 (SinCA and nearest) checkpoints."""
     from basicsr_sinca.utils.options import resolve_option_file
     root = tmp_path_factory.mktemp('restore_ckpts')
     torch.manual_seed(0)
@@ -31,7 +32,9 @@ def ckpts(tmp_path_factory):
     torch.save({'params_ema': cf.state_dict()}, root / 'cf.pth')
     sr = build_net_from_options(resolve_option_file(TINY_SR))
     torch.save({'params': sr.state_dict()}, root / 'sr.pth')
-    return {'cf': str(root / 'cf.pth'), 'sr': str(root / 'sr.pth')}
+    sr_nearest = build_net_from_options(resolve_option_file(TINY_SR_NEAREST))
+    torch.save({'params': sr_nearest.state_dict()}, root / 'sr_nearest.pth')
+    return {'cf': str(root / 'cf.pth'), 'sr': str(root / 'sr.pth'), 'sr_nearest': str(root / 'sr_nearest.pth')}
 
 
 @pytest.fixture()
@@ -144,14 +147,14 @@ def test_background_upsampled_by_an_sr_network_of_the_package(tmp_path, ckpts, c
     from basicsr_sinca.utils.options import resolve_option_file
     src = tmp_path / 'in'
     src.mkdir()
-    crop = load_photo('astronaut')[50:178, 150:278]  # 128 x 128 around her face
-    cv2.imwrite(str(src / 'face.png'), crop)
+    crop = cv2.resize(load_photo('astronaut')[:384, 64:448], (128, 128), interpolation=cv2.INTER_AREA)
+    cv2.imwrite(str(src / 'face.png'), crop)  # her face about 30 px wide: dlib needs --det_upsample 2
     out = tmp_path / 'out'
     rc = restore.main(['-i', str(src), '-o', str(out), '--opt', TINY_CF, '--model_path', ckpts['cf'], '-s', '4',
-                       '--bg_opt', TINY_SR, '--bg_model_path', ckpts['sr'], '--max_size', '64', '--tile_size', '64',
-                       '--tile_pad', '8', '--device', 'cpu'])
+                       '--bg_opt', TINY_SR_NEAREST, '--bg_model_path', ckpts['sr_nearest'], '--max_size', '64',
+                       '--tile_size', '64', '--tile_pad', '8', '--det_upsample', '2', '--device', 'cpu'])
     printed = capsys.readouterr().out
-    assert rc == 0 and 'background x4 (SinCAFeMaSRNet)' in printed
+    assert rc == 0 and 'background x4 (SinCAFeMaSRNet)' in printed  # the network named, not bicubic
     report = json.loads((out / 'faces.json').read_text())
     assert report['scale'] == 4
     faces = report['inputs'][0]['faces']
@@ -159,11 +162,11 @@ def test_background_upsampled_by_an_sr_network_of_the_package(tmp_path, ckpts, c
     final = cv2.imread(str(out / 'final_results' / 'face.png'))
     assert final.shape == (512, 512, 3)
     torch.manual_seed(0)
-    sr = build_net_from_options(resolve_option_file(TINY_SR))
-    sr.load_state_dict(torch.load(ckpts['sr'])['params'])
+    sr = build_net_from_options(resolve_option_file(TINY_SR_NEAREST))
+    sr.load_state_dict(torch.load(ckpts['sr_nearest'])['params'])
     background = output2img(super_resolve(sr.eval(), crop, torch.device('cpu'), 64, 64, 8), (0, 1))
     x0, y0, x1, y1 = faces[0]['pasted_box']
-    assert x1 - x0 > 4 * 60  # the face square, pasted at 4x
+    assert x1 - x0 > 4 * 40  # the face square, pasted at 4x
     outside = np.ones((512, 512), bool)
     outside[y0:y1, x0:x1] = False
     assert outside.any() and np.array_equal(final[outside], background[outside])
