@@ -64,13 +64,16 @@ setup(
     ],
     extras_require={
         'test': ['pytest>=7', 'pytest-timeout'],
-        'face': ['facexlib>=0.3.0'],
+        # whole-photo face restoration: dlib's detector and 5-point landmarks from registry packages (offline),
+        # facexlib's RetinaFace / ParseNet when their weights are available
+        'face': ['facexlib>=0.3.0', 'dlib-bin>=19.24', 'face-recognition-models>=0.3.0'],
     },
     entry_points={
         'console_scripts': [
             'sinca-train=basicsr_sinca.train:main',
             'sinca-test=basicsr_sinca.test:main',
             'sinca-quickstart=basicsr_sinca.quickstart:main',
+            'sinca-restore=basicsr_sinca.restore:main',
         ],
         # read by BasicSR once it discovers plugins (upstream/basicsr/0006-plugin-entry-points.patch)
         'basicsr.plugins': ['basicsr_sinca = basicsr_sinca'],

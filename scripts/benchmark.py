@@ -13,10 +13,17 @@ Writes ``benchmark.json`` and ``benchmark.md`` (a markdown table) into ``--out``
 Targets (reported, not asserted): (a) inference ratio <= 1.0 at batch 8; (b) peak memory linear in N;
 (c) >= 50% of the plain-matmul rate at batch 8.
 
+``--costs`` instead measures (d), the cost of restoring one image with each baseline, original network vs its
+SinCA twin (the packaged option files; random weights, which do not change the cost), through the restoration
+command's own per-image code (``sinca-restore``: ``FaceRestorer`` on a 512 px aligned face, ``super_resolve`` on a
+``--sr_side`` px LR crop): seconds per output megapixel and the peak memory added by the call (weights excluded;
+CPU: Linux's VmHWM, CUDA: the allocator's peak). Writes ``costs.json`` and ``costs.md``.
+
 Example::
 
     python scripts/benchmark.py --out benchmark_results          # full run (several minutes on 2 CPU cores)
     python scripts/benchmark.py --quick --out benchmark_quick     # seconds; format check, small models
+    python scripts/benchmark.py --costs --out benchmark_costs     # (d) every baseline x {original, sinca}
 """
 import argparse
 import json
@@ -41,6 +48,10 @@ def parse_args(argv=None):
     parser.add_argument('--threads', type=int, default=None, help='torch CPU threads (default: torch default)')
     parser.add_argument('--naive_limit_gb', type=float, default=4.0,
                         help='skip naive-attention points whose N x (N+M) maps need more memory (default 4 GB)')
+    parser.add_argument('--costs', action='store_true',
+                        help='measure (d) only: seconds per megapixel and peak memory of every baseline x {original, '
+                        'sinca} (with --quick: the tiny CodeFormer and FeMaSR)')
+    parser.add_argument('--sr_side', type=int, default=None, help='(d) LR side of the SR input (default 96, quick 24)')
     parser.add_argument('--_scaling_child', action='store_true', help=argparse.SUPPRESS)
     return parser.parse_args(argv)
 
@@ -305,6 +316,105 @@ def to_markdown(res):
     return '\n'.join(lines) + '\n'
 
 
+# (d): baseline, original network, SinCA network (packaged option names)
+COST_PAIRS = [
+    ('CodeFormer', 'test/codeformer/test_codeformer_official', 'codeformer_sinca'),
+    ('DAEFR', 'test/daefr/test_daefr_official', 'daefr_sinca'),
+    ('RestoreFormer', 'test/restoreformer/test_restoreformer_official', 'restoreformer_sinca'),
+    ('VQFR v2', 'test/vqfr/test_vqfr_v2_official', 'vqfr_sinca'),
+    ('FeMaSR x4', 'test/femasr/test_femasr_official_x4', 'femasr_sinca'),
+    ('AdaCode x4', 'test/adacode/test_adacode_official_x4', 'adacode_sinca'),
+]
+QUICK_COST_PAIRS = [
+    ('CodeFormer (tiny)', 'train/codeformer/tiny/stage2_retrain', 'train/codeformer/tiny/stage2_sinca'),
+    ('FeMaSR x4 (tiny)', 'train/femasr/tiny/x4_retrain', 'train/femasr/tiny/x4_sinca'),
+]
+
+
+def bench_costs(pairs, device, repeats, sr_side):
+    """(d) One row per baseline x {original, sinca}: the per-image work of ``sinca-restore``, the peak memory of its
+    first call and the median time of ``repeats`` calls after it."""
+    import argparse as _argparse
+
+    import cv2
+    import torch
+
+    from basicsr_sinca import restore
+    from basicsr_sinca.utils.inference import build_net_from_options
+    from basicsr_sinca.utils.options import resolve_option_file
+    from basicsr_sinca.utils.sample_data import load_photo
+    decode_args = _argparse.Namespace(fidelity_weight=None, adain='auto', fidelity_ratio=None)
+    rows = []
+    for baseline, *opts in pairs:
+        for variant, opt in zip(('original', 'sinca'), opts):
+            torch.manual_seed(0)
+            restorer = None
+            net = build_net_from_options(resolve_option_file(opt)).to(device).eval()
+            kind = restore.network_kind(net)
+            if kind == 'face':
+                size = net.img_size
+                face = cv2.resize(load_photo('astronaut')[20:240, 140:360], (size, size), interpolation=cv2.INTER_AREA)
+                restorer = restore.FaceRestorer(net, restore.decode_options(net, decode_args), device)
+
+                def work():
+                    return restorer(face)
+                shape = (size, size)
+            else:
+                lr = load_photo('chelsea')[:sr_side, :sr_side]
+
+                def work():
+                    return restore.super_resolve(net, lr, device, max_size=10**6)
+                shape = (sr_side * net.scale_factor, sr_side * net.scale_factor)
+            with PeakMemory(device) as mem:  # the first call: memory as a fresh process needs it
+                first = timed(work, device, 1, warmup=0)
+            sec = timed(work, device, repeats, warmup=0)  # warm calls (one-time set-up excluded)
+            megapixels = shape[0] * shape[1] / 1e6
+            rows.append({'baseline': baseline, 'variant': variant, 'network': type(net).__name__, 'option': opt,
+                         'kind': kind, 'params_M': sum(p.numel() for p in net.parameters()) / 1e6,
+                         'output': f'{shape[1]}x{shape[0]}', 'seconds': sec, 'first_call_seconds': first,
+                         'seconds_per_mp': sec / megapixels,
+                         'peak_mb': mem.peak_mb})
+            print(f"(d) {baseline} {variant}: {sec:.2f} s, {fmt(mem.peak_mb, 0)} MB", flush=True)
+            net = restorer = None  # free the weights before the next network is built
+    return rows
+
+
+def costs_markdown(res):
+    lines = [f"# Restoration cost per baseline ({res['device']}, {res['threads']} threads"
+             f"{', QUICK sizes' if res['quick'] else ''}; random weights)", '',
+             "Per image through `sinca-restore`'s code: an aligned face of the network's face size (face networks), a "
+             f"{res['sr_side']}x{res['sr_side']} LR crop for SR networks; time of a warm call (median of "
+             f"{res['repeats']}), also per megapixel of output; peak memory added by the first call (weights "
+             'excluded).', '',
+             '| baseline | variant | network | params (M) | output | s / image | s / MP | peak MB |',
+             '|---|---|---|---|---|---|---|---|']
+    for r in res['d']:
+        lines.append(f"| {r['baseline']} | {r['variant']} | {r['network']} | {r['params_M']:.1f} | {r['output']} | "
+                     f"{r['seconds']:.2f} | {r['seconds_per_mp']:.1f} | {fmt(r['peak_mb'], 0)} |")
+    return '\n'.join(lines) + '\n'
+
+
+def main_costs(args, device):
+    import torch
+
+    from basicsr_sinca.utils.file_io import atomic_open
+    sr_side = args.sr_side or (24 if args.quick else 96)
+    repeats = args.repeats or 1
+    print(f'costs on {device} ({torch.get_num_threads()} threads), quick={args.quick}', flush=True)
+    rows = bench_costs(QUICK_COST_PAIRS if args.quick else COST_PAIRS, device, repeats, sr_side)
+    res = {'device': str(device), 'device_name': torch.cuda.get_device_name(device) if device.type == 'cuda' else
+           platform.processor() or platform.machine(), 'threads': torch.get_num_threads(), 'torch': torch.__version__,
+           'quick': args.quick, 'repeats': repeats, 'sr_side': sr_side, 'd': rows}
+    os.makedirs(args.out, exist_ok=True)
+    with atomic_open(osp.join(args.out, 'costs.json'), 'w') as f:
+        json.dump(res, f, indent=2)
+    table = costs_markdown(res)
+    with atomic_open(osp.join(args.out, 'costs.md'), 'w') as f:
+        f.write(table)
+    print(table)
+    return 0
+
+
 def main(argv=None):
     args = parse_args(argv)
     import torch
@@ -312,6 +422,8 @@ def main(argv=None):
         torch.set_num_threads(args.threads)
     device = torch.device('cuda' if args.device == 'auto' and torch.cuda.is_available() else
                           ('cpu' if args.device == 'auto' else args.device))
+    if args.costs:
+        return main_costs(args, device)
     repeats = args.repeats or (1 if args.quick else 5)
     if args.quick:
         cfg = {'dim': 64, 'index_dim': 128, 'layers': 2, 'codes': 128, 'side': 8, 'batches': [1, 8],

@@ -1,11 +1,11 @@
 #!/usr/bin/env python
-"""Alias of ``scripts/inference_face.py`` (the face-restoration script of every face network), kept for CodeFormer
-users; same arguments (see ``--help``)."""
+"""Alias of ``sinca-restore`` (``python -m basicsr_sinca.restore``), kept for CodeFormer users; same arguments (see
+``--help``); without ``--opt`` the network is the official CodeFormer."""
 import sys
 from os import path as osp
 
+sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
+from basicsr_sinca.restore import main  # noqa: E402
+
 if __name__ == '__main__':
-    sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
-    sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
-    from inference_face import main
     sys.exit(main())

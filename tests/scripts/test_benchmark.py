@@ -24,3 +24,28 @@ def test_benchmark_quick_output_format(tmp_path):
     table = (out / 'benchmark.md').read_text()
     assert table.count('\n| ') >= 2 + 2 + 3 and '## (a)' in table and '## Targets' in table
     assert table in proc.stdout
+
+
+def test_benchmark_costs_quick_output_format(tmp_path):
+    """--costs --quick: one row per baseline x {original, sinca} through sinca-restore's per-image code."""
+    import json
+    import subprocess
+    import sys
+
+    from helpers import REPO, sub_env
+    out = tmp_path / 'costs'
+    proc = subprocess.run([sys.executable, f'{REPO}/scripts/benchmark.py', '--costs', '--quick', '--out', str(out)],
+                          capture_output=True, text=True, env=sub_env(), timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    res = json.loads((out / 'costs.json').read_text())
+    assert [(r['baseline'], r['variant']) for r in res['d']] == [
+        ('CodeFormer (tiny)', 'original'), ('CodeFormer (tiny)', 'sinca'),
+        ('FeMaSR x4 (tiny)', 'original'), ('FeMaSR x4 (tiny)', 'sinca')]
+    assert [r['kind'] for r in res['d']] == ['face', 'face', 'sr', 'sr']
+    assert [r['output'] for r in res['d']] == ['64x64', '64x64', '96x96', '96x96']
+    for r in res['d']:
+        side = int(r['output'].split('x')[0])
+        assert r['seconds'] > 0 and abs(r['seconds_per_mp'] - r['seconds'] / (side * side / 1e6)) < 1e-6
+        assert r['params_M'] > 0
+    table = (out / 'costs.md').read_text()
+    assert table.count('\n| ') == 1 + 4 and table in proc.stdout

@@ -1,4 +1,5 @@
-"""Face restoration script: aligned folders of real photos, bad files, whole-image mode."""
+"""Face restoration through scripts/inference_face.py (an alias of sinca-restore): aligned folders of real photos,
+bad files, whole-image mode with facexlib's RetinaFace and ParseNet."""
 import os
 import sys
 from os import path as osp
@@ -70,44 +71,51 @@ def test_errors(tmp_path, tiny_ckpt, capsys):
     _inputs(tmp_path / 'in')
     assert inference_face.main(['-i', str(tmp_path / 'in'), '--model_path', tiny_ckpt, '--has_aligned']) == 2
     assert 'does not match CodeFormer' in capsys.readouterr().err  # the tiny checkpoint is not the official net
-    assert inference_face.main(['-i', str(tmp_path / 'in'), '--model_path', tiny_ckpt, '--opt', TINY_OPT,
-                                      '--face_model_dir', str(tmp_path / 'fx')]) == 2
-    err = capsys.readouterr().err
-    assert 'detection_Resnet50_Final.pth, parsing_parsenet.pth' in err and str(tmp_path / 'fx') in err
+    # RetinaFace without its weights and without a download: one line naming the file, the folder and the way out
+    assert inference_face.main(['-i', str(tmp_path / 'in'), '-o', str(tmp_path / 'out'), '--model_path', tiny_ckpt,
+                                '--opt', TINY_OPT, '--detector', 'retinaface', '--no_download',
+                                '--face_model_dir', str(tmp_path / 'fx')]) == 2
+    err = capsys.readouterr().err.strip()
+    assert '\n' not in err and 'detection_Resnet50_Final.pth' in err and str(tmp_path / 'fx') in err
+    assert '--detector dlib' in err and not (tmp_path / 'out').exists()
     assert inference_face.main(['-i', str(tmp_path / 'in'), '--model_path', tiny_ckpt, '-w', '2']) == 2
 
 
-def test_whole_image_mode_detect_align_paste(tmp_path, tiny_ckpt, monkeypatch):
-    """facexlib with (random) local weights; the detector is replaced by the astronaut's true landmarks, so the
-    alignment, restoration and paste-back geometry run for real."""
+def test_whole_image_mode_retinaface_and_parsing(tmp_path, tiny_ckpt, monkeypatch):
+    """facexlib's RetinaFace and ParseNet with (random) local weights, loaded through the package's checkpoint
+    loader; the detector's output is replaced by the astronaut's true five points, so the alignment, restoration,
+    parsing mask and paste-back run for real."""
     from facexlib.detection.retinaface import RetinaFace
     from facexlib.parsing.parsenet import ParseNet
-    from facexlib.utils.face_restoration_helper import FaceRestoreHelper
+
+    from basicsr_sinca.utils.face_helper import Face, RetinaFaceDetector
     fx = tmp_path / 'fx'
     fx.mkdir()
     torch.save(RetinaFace(network_name='resnet50', half=False, device='cpu').state_dict(),
                fx / 'detection_Resnet50_Final.pth')
     torch.save(ParseNet(in_size=512, out_size=512, parsing_ch=19).state_dict(), fx / 'parsing_parsenet.pth')
     landmarks = np.array([[212., 118.], [263., 121.], [240., 150.], [214., 180.], [257., 182.]])  # eyes, nose, mouth
-
-    def fake_landmarks(self, only_center_face=False, resize=None, eye_dist_threshold=None):
-        self.all_landmarks_5 = [landmarks]
-        return 1
-
-    monkeypatch.setattr(FaceRestoreHelper, 'get_face_landmarks_5', fake_landmarks)
+    box = np.array([180., 70., 290., 210.])
+    monkeypatch.setattr(RetinaFaceDetector, 'detect', lambda self, img: [Face(box, 0.99, landmarks, 'ffhq5')])
     (tmp_path / 'in').mkdir()
     cv2.imwrite(str(tmp_path / 'in' / 'astronaut.png'), load_photo('astronaut'))
     out = tmp_path / 'out'
-    assert inference_face.main(['-i', str(tmp_path / 'in'), '-o', str(out), '--opt', TINY_OPT,
-                                      '--model_path', tiny_ckpt, '--face_model_dir', str(fx)]) == 0
+    assert inference_face.main(['-i', str(tmp_path / 'in'), '-o', str(out), '--opt', TINY_OPT, '--save_faces',
+                                '--model_path', tiny_ckpt, '--face_model_dir', str(fx), '--detector',
+                                'retinaface']) == 0
     final = cv2.imread(str(out / 'final_results' / 'astronaut.png'))
     face = cv2.imread(str(out / 'cropped_faces' / 'astronaut_00.png'))
     assert final.shape == (512, 512, 3) and face.shape == (64, 64, 3)
     assert (out / 'restored_faces' / 'astronaut_00.png').is_file()
     original = load_photo('astronaut')
     changed = np.abs(final.astype(int) - original.astype(int)).sum(axis=2) > 0
-    assert changed[100:200, 200:280].mean() > 0.5  # the face region was replaced
-    assert changed[400:, :100].mean() < 0.05  # the background corner was not
+    assert changed[100:200, 200:280].mean() > 0.3  # the face region was replaced (random ParseNet: a partial mask)
+    assert changed[400:, :100].mean() == 0  # the background corner was not touched
+    import json
+    report = json.loads((out / 'faces.json').read_text())
+    assert report['detector'] == 'retinaface'
+    assert report['inputs'][0]['faces'][0]['restored'] and report['inputs'][0]['faces'][0]['landmarks'] == \
+        landmarks.tolist()
 
 
 TINY_VQFR = {'type': 'SinCAVQFRv2', 'bottleneck': 'nearest', 'base_channels': 32, 'channel_multipliers': [1, 2],
