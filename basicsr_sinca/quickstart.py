@@ -482,13 +482,15 @@ def prepare_prior(out, task, args, options):
 
 
 def best_model_command(out, task, table, runs, seeds):
-    """The command that restores a user's own images with the best bottleneck (by mean PSNR), first seed."""
+    """The command that restores a user's own images with the best bottleneck (by mean PSNR), first seed: the
+    package's restoration CLI (SR at any size, tiled when large; the blind model on images resized to its 64 px
+    input, as aligned faces are)."""
     best = max(table, key=lambda k: table[k]['psnr'][0])
     opt_file = runs[(best, seeds[0])]
     ckpt = osp.join(out, 'experiments', osp.splitext(osp.basename(opt_file))[0], 'models', 'net_g_latest.pth')
-    script = 'inference_sr.py' if TASKS[task]['scale'] > 1 else 'inference_face.py'
-    return best, (f'python scripts/{script} --opt {opt_file} --model_path {ckpt} '
-                  f'-i YOUR_IMAGES -o {osp.join(out, "restored_yours")}')
+    extra = '' if TASKS[task]['scale'] > 1 else ' --has_aligned'
+    return best, (f'python -m basicsr_sinca.restore --opt {opt_file} --model_path {ckpt} -i YOUR_IMAGES '
+                  f'-o {osp.join(out, "restored_yours")}{extra}')
 
 
 def main(argv=None):
