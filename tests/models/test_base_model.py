@@ -143,13 +143,19 @@ def test_codebook_commitment_to_the_selected_codes(root):
     opt = toy_options(root, 'commit', ['nearest', 'nearest'], train={
         'codebook_opt': {'type': 'MSELoss', 'loss_weight': 1.0}, 'codebook_target': 'selected'})
     model = model_from_options(opt, root)
+    with torch.no_grad():  # latents on the codebooks' scale: the network's own codes spread and differ from the prior's
+        for conv in model.net_g.to_latent:
+            conv.weight.mul_(30)
     model.feed_data(_batch())
     output = model.net_g(model.lq, code_only=True)
     loss_dict = OrderedDict()
-    model.code_losses(output, model.prior_targets(model.gt), loss_dict)
-    for i, (z, out) in enumerate(zip(output.latents, output.bottlenecks)):
+    targets = model.prior_targets(model.gt)
+    model.code_losses(output, targets, loss_dict)
+    for i, (z, out, target) in enumerate(zip(output.latents, output.bottlenecks, targets)):
         own = model.net_g.codebooks[i][out.indices].permute(0, 3, 1, 2)
+        assert not torch.equal(out.indices, target.indices) and len(out.indices.unique()) > 1
         assert torch.allclose(loss_dict[f'l_feat_lq_c{i}'], F.mse_loss(z, own))
+        assert not torch.allclose(F.mse_loss(z, own), F.mse_loss(z, target.feat))
     opt['network_g']['bottleneck'] = TOY_SINCA
     with pytest.raises(OptionError, match="'selected' needs bottlenecks that select codes, not 'sinca'"):
         model = model_from_options(opt, root)
