@@ -115,3 +115,57 @@ def test_every_bottleneck_on_the_fused_latent(bottleneck):
         assert out.image.shape == (1, 3, 32, 32) and out.bottlenecks[0].feat.shape == (1, 32, 16, 16)
     with pytest.raises(ValueError, match='must be \\(B, 3, H, W\\) with H and W divisible by 2'):
         net(torch.rand(1, 3, 31, 32))
+
+
+def _stage_files(root):
+    """A random HQ codebook (stage 1, codebook ~ N(0, 1)) and a random association (stage 2) file, BasicSR layout."""
+    from basicsr_sinca.archs.daefr_arch import DAEFRAssociation
+    from basicsr_sinca.archs.vqvaegan_arch import VQVAEGAN
+    torch.manual_seed(1)
+    hq = VQVAEGAN(**TINY_DDCONFIG)
+    torch.nn.init.normal_(hq.quantize.embedding.weight)
+    torch.manual_seed(2)
+    assoc = DAEFRAssociation(TINY_DDCONFIG)
+    paths = root / 'hq_codebook.pth', root / 'association.pth'
+    for net, path in zip((hq, assoc), paths):
+        torch.save({'params': net.state_dict()}, path)
+    return hq, [str(p) for p in paths]
+
+
+def test_targets_are_the_fixed_codebooks_codes_of_the_gt(tmp_path):
+    """The final stage's targets are the codes the stage-1 HQ codebook model itself picks for the GT (its own forward),
+    not those of the association-trained HQ branch the network also carries."""
+    hq, (hq_path, _) = _stage_files(tmp_path)
+    torch.manual_seed(3)
+    net = SinCADAEFR({'type': 'sinca', 'num_layers': 1, 'num_heads': 4}, TINY_DDCONFIG, hq_codebook_path=hq_path).eval()
+    gt = torch.rand(3, 3, 32, 32) * 2 - 1
+    with torch.no_grad():
+        (target, ) = net.build_prior().prior_targets(gt)
+        expected = hq.eval()(gt)[2][2].reshape(3, 16, 16)  # the stage-1 model's own quantiser
+        branch = net.vqvae.HQ_quant_conv(net.vqvae.HQ_encoder(gt)['out'])
+    assert torch.equal(target.indices, expected)
+    assert torch.equal(target.feat, hq.quantize.embedding.weight[expected].permute(0, 3, 1, 2))
+    flat = branch.permute(0, 2, 3, 1).reshape(-1, 32)
+    other = torch.cdist(flat, hq.quantize.embedding.weight).argmin(1).reshape(3, 16, 16)
+    assert not torch.equal(other, expected)  # the HQ branch would give other targets: the check can fail
+
+
+def test_stage_files_initialise_exactly_their_parts(tmp_path):
+    """``hq_codebook_path`` / ``association_path`` put each part of the stage files where DAEFR's final stage takes
+    it from, compared key by key with the files."""
+    _, (hq_path, assoc_path) = _stage_files(tmp_path)
+    hq, assoc = (torch.load(p, map_location='cpu')['params'] for p in (hq_path, assoc_path))
+    net = SinCADAEFR('nearest', TINY_DDCONFIG, hq_codebook_path=hq_path, association_path=assoc_path)
+    ours = net.state_dict()
+    parts = {'Fixed_encoder': (hq, 'encoder'), 'Fixed_quant_conv': (hq, 'quant_conv'),
+             'Fixed_quantize': (hq, 'quantize'), 'decoder': (hq, 'decoder'), 'post_quant_conv': (hq, 'post_quant_conv'),
+             'HQ_encoder': (assoc, 'vqvae.encoder'), 'HQ_quant_conv': (assoc, 'vqvae.quant_conv'),
+             'HQ_quantize': (assoc, 'vqvae.quantize'), 'encoder': (assoc, 'vqvae_LQ.encoder'),
+             'quant_conv': (assoc, 'vqvae_LQ.quant_conv'), 'LQ_quantize': (assoc, 'vqvae_LQ.quantize')}
+    for part, (source, prefix) in parts.items():
+        keys = [k for k in source if k.startswith(prefix + '.')]
+        assert keys, part
+        for k in keys:
+            assert torch.equal(ours[f'vqvae.{part}' + k[len(prefix):]], source[k]), (part, k)
+    # the two association branches differ, so a swapped pair cannot pass
+    assert not torch.equal(assoc['vqvae.encoder.conv_in.weight'], assoc['vqvae_LQ.encoder.conv_in.weight'])

@@ -85,3 +85,22 @@ def test_contract_twin_and_its_prior():
     assert {n for n in trained if n.startswith('encoder')} == {'encoder.norm_out', 'encoder.conv_out'}
     with pytest.raises(ValueError, match='divisible by 2'):
         twin(torch.rand(1, 3, 31, 32))
+
+
+def test_hq_dictionary_targets_are_the_codes_its_forward_picks(tmp_path):
+    """The twin's teacher (built from the HQ dictionary's file) gives, for a GT batch, the codes the HQ dictionary's
+    own forward quantises to, and their codebook rows."""
+    torch.manual_seed(0)
+    hq = VQVAEGAN(**TINY).eval()
+    torch.nn.init.normal_(hq.quantize.embedding.weight)
+    torch.save({'params': hq.state_dict()}, tmp_path / 'hq_dictionary.pth')
+    twin = SinCARestoreFormer({'type': 'sinca', 'num_layers': 1, 'num_heads': 4}, **TINY)
+    prior = twin.build_prior(str(tmp_path / 'hq_dictionary.pth'))
+    gt = torch.rand(2, 3, 32, 32) * 2 - 1
+    with torch.no_grad():
+        (target, ) = prior.prior_targets(gt)
+        indices = hq(gt)[2][2].reshape(2, 16, 16)
+    assert len(indices.unique()) > 1
+    assert torch.equal(target.indices, indices)
+    assert torch.equal(target.feat, hq.quantize.embedding.weight[indices].permute(0, 3, 1, 2))
+    assert not any(p.requires_grad for p in prior.parameters())

@@ -42,6 +42,31 @@ def test_vqgan_v2_prior_targets():
     assert torch.allclose(target.feat, res['quant_feat'], atol=1e-6)
 
 
+def test_vqgan_v2_codebook_loss_value_and_gradients():
+    """VQFR's quantiser loss: 1.25·MSE in value; the encoder side (commitment) weighs 1, the codebook side 0.25 —
+    checked on the gradients, position by position in float64, since both terms have the same value."""
+    torch.manual_seed(0)
+    net = VQGANv2(**{k: v for k, v in TINY.items() if k != 'inpfeat_dim'}).double()
+    codebook = net.quantizer.embedding.weight
+    torch.nn.init.normal_(codebook)
+    z = torch.randn(2, 32, 3, 4, dtype=torch.float64, requires_grad=True)
+    quant, loss, indices = net.quantize(z)
+    loss.backward()
+    n = z.numel()
+    flat = z.detach().permute(0, 2, 3, 1).reshape(-1, 32)
+    index = torch.stack([((codebook.detach() - row) ** 2).sum(1).argmin() for row in flat])
+    assert torch.equal(indices.reshape(-1), index) and len(index.unique()) > 1
+    nearest = codebook.detach()[index]
+    assert torch.allclose(loss, 1.25 * ((nearest - flat) ** 2).sum() / n, rtol=1e-12)
+    grad_z = (2 * (flat - nearest) / n).reshape(2, 3, 4, 32).permute(0, 3, 1, 2)
+    assert torch.allclose(z.grad, grad_z, rtol=1e-10, atol=1e-15)  # weight 1 (the straight-through adds nothing)
+    grad_codebook = torch.zeros_like(codebook)
+    for row, k in zip(flat, index):
+        grad_codebook[k] += 0.25 * 2 * (codebook.detach()[k] - row) / n
+    assert torch.allclose(codebook.grad, grad_codebook, rtol=1e-10, atol=1e-15)
+    assert torch.equal(quant, z + (nearest.reshape(2, 3, 4, 32).permute(0, 3, 1, 2) - z).detach())
+
+
 def test_contract_twin_and_prior():
     torch.manual_seed(0)
     official = VQFRv2(**TINY).eval()

@@ -1,8 +1,9 @@
-"""Foundation: kill -9 during training, --auto_resume continues exactly; checkpoints are written atomically."""
+"""Foundation: a kill inside a save leaves the previous checkpoint and --auto_resume continues exactly; mid-epoch
+resume; checkpoints are written atomically."""
 import os
-import signal
+import re
 import subprocess
-import time
+import sys
 
 import pytest
 import torch
@@ -46,36 +47,81 @@ def _compare_with_reference(exp, reference_run, resumed_from):
                          'net_g_latest')
 
 
-def test_kill_then_auto_resume_continues_exactly(tmp_path, sr_pairs, reference_run):
-    opt_file = write_yaml(tmp_path / 'run.yml', _deterministic(sr_pairs, 'killed', save_freq=3))  # epoch boundaries
-    states = tmp_path / 'experiments' / 'killed' / 'training_states'
-    proc = subprocess.Popen(entry_cmd('train', '-opt', opt_file), cwd=tmp_path, env=sub_env(),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 300
-    while time.time() < deadline and proc.poll() is None:
-        if states.is_dir() and any(p.suffix == '.state' for p in states.iterdir()):
-            break
-        time.sleep(0.005)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
-    assert proc.returncode == -signal.SIGKILL, 'the training finished before it could be killed'
-    saved = sorted(int(p.stem) for p in states.glob('*.state'))
-    assert saved and saved[-1] < TOTAL
+# Runs the training entry with torch.save instrumented: the save whose file (the temporary one under atomic writes)
+# is named for KILL_INSIDE_SAVE_OF writes the first half of its bytes, reaches the disk, and the process dies there
+# (os._exit: no exception handler, no clean-up runs), as a kill -9 at that moment would leave it.
+KILLING_CHILD = """
+import io, os, runpy, sys
+import torch
 
-    run_cmd(entry_cmd('train', '-opt', opt_file, '--auto_resume'), cwd=tmp_path)
+target, real_save = os.environ['KILL_INSIDE_SAVE_OF'], torch.save
+
+
+def written_name(f):
+    if isinstance(f, (str, os.PathLike)):
+        return os.path.basename(f)
+    return os.path.basename(os.readlink(f'/proc/self/fd/{f.fileno()}'))
+
+
+def save(obj, f, *args, **kwargs):
+    name = written_name(f)
+    if name != target and not (name.startswith(f'.{target}.') and name.endswith('.tmp')):
+        return real_save(obj, f, *args, **kwargs)
+    buffer = io.BytesIO()
+    real_save(obj, buffer, *args, **kwargs)
+    data = buffer.getvalue()
+    handle = open(f, 'wb') if isinstance(f, (str, os.PathLike)) else f
+    handle.write(data[:len(data) // 2])
+    handle.flush()
+    os.fsync(handle.fileno())
+    os._exit(137)
+
+
+torch.save = save
+sys.argv = ['basicsr_sinca.train', *sys.argv[1:]]
+runpy.run_module('basicsr_sinca.train', run_name='__main__')
+"""
+
+
+@pytest.fixture(scope='module')
+def short_reference(tmp_path_factory, sr_pairs):
+    """An uninterrupted run of 9 iterations saving every 3 (the epoch boundaries)."""
+    cwd = tmp_path_factory.mktemp('short_reference')
+    run_cmd(entry_cmd('train', '-opt', write_yaml(cwd / 'ref.yml', _deterministic(sr_pairs, 'ref', 3, 9))), cwd=cwd)
+    return cwd / 'experiments' / 'ref'
+
+
+@pytest.mark.parametrize('killed_in', ['net_g_6.pth', '6.state'])
+def test_kill_inside_a_save_keeps_the_previous_checkpoint_and_resumes(tmp_path, sr_pairs, short_reference,
+                                                                      killed_in):
+    """Deterministic kill during a save (not timing-based): the process dies half-way through writing the network file
+    or the training state of iteration 6. The files of iteration 3 are intact (identical to the uninterrupted run's),
+    no final file of the interrupted save exists (only its hidden temporary), and --auto_resume continues from
+    iteration 3 to a result bit-identical to the uninterrupted run."""
+    opt_file = write_yaml(tmp_path / 'run.yml', _deterministic(sr_pairs, 'killed', save_freq=3, total_iter=9))
+    script = tmp_path / 'killing_child.py'
+    script.write_text(KILLING_CHILD)
+    proc = subprocess.run([sys.executable, str(script), '-opt', opt_file], cwd=tmp_path,
+                          env=dict(sub_env(), KILL_INSIDE_SAVE_OF=killed_in), capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 137, proc.stderr[-3000:]
     exp = tmp_path / 'experiments' / 'killed'
-    log = read_train_log(exp)
-    resumed = int(log.split('Resuming training from epoch: ')[1].split('iter: ')[1].split('.')[0])
-    assert resumed in saved and resumed >= saved[-2 if len(saved) > 1 else -1]
-    assert f'iter: {TOTAL:3d}' in log or f'iter:     {TOTAL}' in log
-    _compare_with_reference(exp, reference_run, resumed)
+    models, states = exp / 'models', exp / 'training_states'
+    folder = models if killed_in.endswith('.pth') else states
+    temporaries = [p.name for p in folder.iterdir() if p.name.startswith(f'.{killed_in}.')]
+    assert len(temporaries) == 1 and (folder / temporaries[0]).stat().st_size > 0  # the kill landed mid-write
+    assert not (folder / killed_in).exists()  # no half-written final file
+    assert not (states / '6.state').exists()  # the state of 6 is written last: never there without its networks
+    for name in ('models/net_g_3.pth', 'training_states/3.state'):  # the previous checkpoint is intact
+        assert_same_nested(_load(exp / name), _load(short_reference / name), name)
 
-    # optimizer, scheduler and both weight sets are bit-identical to the uninterrupted run at the end
-    ref_exp = reference_run[0]
-    assert_same_nested(_load(exp / 'training_states' / f'{TOTAL}.state'),
-                         _load(ref_exp / 'training_states' / f'{TOTAL}.state'), 'state')
-    assert_same_nested(_load(exp / 'models' / f'net_g_{TOTAL}.pth'), _load(ref_exp / 'models' / f'net_g_{TOTAL}.pth'),
-                         'net_g')
+    proc = run_cmd(entry_cmd('train', '-opt', opt_file, '--auto_resume'), cwd=tmp_path)
+    log = read_train_log(exp)
+    assert re.search(r'Resuming training from epoch: \d+, iter: 3\.', log)
+    assert 'Removed 1 unfinished temporary file' in log
+    assert not [p for p in folder.iterdir() if p.name.startswith('.')]
+    for name in ('models/net_g_9.pth', 'models/net_g_6.pth', 'training_states/9.state'):
+        assert_same_nested(_load(exp / name), _load(short_reference / name), name)
 
 
 def test_resume_state_restores_exact_training_state(tmp_path, sr_pairs, reference_run):

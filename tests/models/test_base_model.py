@@ -92,6 +92,36 @@ def test_gan_term_and_discriminator_steps_are_gated(root):
                     4: (True, True, True), 5: (True, False, False), 6: (True, True, True)}
 
 
+def test_discriminator_step_uses_only_its_own_iterations_gradients(root):
+    """The discriminator's gradients are zeroed before every step (VQFR's StyleGAN2 step let them accumulate): at the
+    second step they equal the hinge loss's gradients on that step's (real, fake) pair, recomputed on a copy of the
+    discriminator as it was."""
+    import copy
+    opt = toy_options(root, 'dgrad', network_d={'type': 'VQGANDiscriminator', 'nc': 3, 'ndf': 16, 'n_layers': 2},
+                      train={'optim_d': {'type': 'SGD', 'lr': 1e-3},
+                             'gan_opt': {'type': 'GANLoss', 'gan_type': 'hinge', 'loss_weight': 0.1}})
+    model = model_from_options(opt, root)
+    recorded = []
+    real_step = model.optimizer_d.step
+
+    def recording_step(*args, **kwargs):
+        recorded.append(([p.grad.clone() for p in model.net_d.parameters()], copy.deepcopy(model.net_d),
+                         [(real.detach().clone(), fake.detach().clone()) for real, fake, _, _ in model.d_steps]))
+        return real_step(*args, **kwargs)
+
+    model.optimizer_d.step = recording_step
+    for it in (1, 2):
+        model.feed_data(_batch(it))
+        model.optimize_parameters(it)
+    assert len(recorded) == 2
+    grads, net_d, pairs = recorded[1]
+    (real, fake), = pairs
+    loss = F.relu(1 - net_d(real)).mean() + F.relu(1 + net_d(fake)).mean()
+    expected = torch.autograd.grad(loss, list(net_d.parameters()))
+    assert all(torch.allclose(g, e, rtol=1e-4, atol=1e-7) for g, e in zip(grads, expected))
+    assert not all(torch.allclose(g, e + f, rtol=1e-4, atol=1e-7) for g, e, f in zip(grads, expected, recorded[0][0]))
+
+
 def test_adaptive_gan_weight_is_clamped_ratio_of_gradients():
     from basicsr_sinca.models.base import SinCABaseModel
     w = torch.nn.Parameter(torch.tensor([1.0, 2.0]))
@@ -143,13 +173,19 @@ def test_codebook_commitment_to_the_selected_codes(root):
     opt = toy_options(root, 'commit', ['nearest', 'nearest'], train={
         'codebook_opt': {'type': 'MSELoss', 'loss_weight': 1.0}, 'codebook_target': 'selected'})
     model = model_from_options(opt, root)
+    with torch.no_grad():  # latents on the codebooks' scale: the network's own codes spread and differ from the prior's
+        for conv in model.net_g.to_latent:
+            conv.weight.mul_(30)
     model.feed_data(_batch())
     output = model.net_g(model.lq, code_only=True)
     loss_dict = OrderedDict()
-    model.code_losses(output, model.prior_targets(model.gt), loss_dict)
-    for i, (z, out) in enumerate(zip(output.latents, output.bottlenecks)):
+    targets = model.prior_targets(model.gt)
+    model.code_losses(output, targets, loss_dict)
+    for i, (z, out, target) in enumerate(zip(output.latents, output.bottlenecks, targets)):
         own = model.net_g.codebooks[i][out.indices].permute(0, 3, 1, 2)
+        assert not torch.equal(out.indices, target.indices) and len(out.indices.unique()) > 1
         assert torch.allclose(loss_dict[f'l_feat_lq_c{i}'], F.mse_loss(z, own))
+        assert not torch.allclose(F.mse_loss(z, own), F.mse_loss(z, target.feat))
     opt['network_g']['bottleneck'] = TOY_SINCA
     with pytest.raises(OptionError, match="'selected' needs bottlenecks that select codes, not 'sinca'"):
         model = model_from_options(opt, root)

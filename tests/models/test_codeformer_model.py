@@ -98,3 +98,16 @@ def test_stage3_adaptive_gan_weight_is_the_clamped_gradient_ratio(root, monkeypa
     model.generator_loss(1, loss_dict)
     assert loss_dict['d_weight'].item() == pytest.approx(expected, rel=1e-5)
     assert expected != pytest.approx(0.3) and expected != pytest.approx(0.1)
+
+
+def test_fidelity_schedule_refuses_full_passes_at_w_0_and_needs_an_open_end():
+    """Full passes at w = 0 leave the fusion layers without gradient (upstream's crash at iteration 120k): refused;
+    the last entry must be open-ended."""
+    from basicsr_sinca.models.codeformer_model import OFFICIAL_FIDELITY_SCHEDULE, parse_fidelity_schedule
+    assert parse_fidelity_schedule(OFFICIAL_FIDELITY_SCHEDULE)[2] == (120000, 0.0, 0)
+    with pytest.raises(ValueError, match=r'fidelity_schedule\[1\]: full passes with w = 0'):
+        parse_fidelity_schedule([[10, 1.0, 1], [20, 0.0, 1], [None, 1.3, 1]])
+    with pytest.raises(ValueError, match='the last entry must have until_iter ~'):
+        parse_fidelity_schedule([[10, 1.0, 1]])
+    with pytest.raises(ValueError, match=r'fidelity_schedule\[0\]: expected'):
+        parse_fidelity_schedule([[None, -1.0, 1]])

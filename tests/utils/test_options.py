@@ -1,12 +1,15 @@
 """utils/options.py: _base_ inheritance and option-file variables, --force_yml, up-front checks; every shipped
 option file resolves and builds its networks."""
+import functools
 import glob
-import os
 import json
+import os
+import re
 from os import path as osp
 
 import pytest
 import torch
+import yaml
 from helpers import REPO
 
 from basicsr_sinca.utils.options import OptionError, apply_force_yml, check_options, load_options
@@ -81,28 +84,105 @@ def _shipped():
     return sorted(f for f in glob.glob(osp.join(OPTIONS, '**', '*.yml'), recursive=True) if '/_base_/' not in f)
 
 
-def test_every_shipped_option_file_resolves_and_builds():
-    """Each file resolves; each distinct network_g / network_d / network_hq builds (on the meta device: shapes
-    only, no memory) with its bottleneck(s)."""
+@functools.lru_cache(maxsize=None)
+def _shipped_networks():
+    """Every shipped file resolved, and each distinct network_g / network_d / network_hq built once on the meta device
+    (shapes only, no memory): ``({file: (opt, {key: [spec text]})}, {spec text: network})``."""
     import basicsr_sinca  # noqa: F401
     from basicsr.archs import build_network
-    from basicsr.utils.registry import MODEL_REGISTRY
-    files = _shipped()
-    assert len(files) >= 40
-    specs = {}
-    for f in files:
+    files, nets = {}, {}
+    for f in _shipped():
         opt = load_options(f)
-        if not f.endswith('_common.yml'):  # the quickstart's shared bases
-            assert MODEL_REGISTRY.get(opt['model_type']), f
+        keys = {}
         for key in ('network_g', 'network_d', 'network_hq'):
             if opt.get(key):  # network_d may name several discriminators
                 for net_opt in (opt[key].values() if 'type' not in opt[key] else [opt[key]]):
                     spec = {k: v for k, v in net_opt.items() if not k.endswith(('_path', '_paths'))}  # weight files
-                    specs.setdefault(json.dumps(spec, sort_keys=True), f)
-    for text, f in specs.items():
-        with torch.device('meta'):
-            net = build_network(json.loads(text))
-        assert sum(p.numel() for p in net.parameters()) > 0, f
+                    keys.setdefault(key, []).append(json.dumps(spec, sort_keys=True))
+        for text in (t for ts in keys.values() for t in ts if t not in nets):
+            with torch.device('meta'):
+                nets[text] = build_network(json.loads(text))
+        files[f] = (opt, keys)
+    return files, nets
+
+
+def test_every_shipped_option_file_resolves_and_builds():
+    """Each file resolves and names a registered model; each distinct network_g / network_d / network_hq builds with
+    its bottleneck(s)."""
+    from basicsr.utils.registry import MODEL_REGISTRY
+    files, nets = _shipped_networks()
+    assert len(files) >= 40
+    for f, (opt, keys) in files.items():
+        if not f.endswith('_common.yml'):  # the quickstart's shared bases (no model)
+            assert MODEL_REGISTRY.get(opt['model_type']), f
+            assert 'network_g' in keys, f
+        for text in (t for ts in keys.values() for t in ts):
+            assert sum(p.numel() for p in nets[text].parameters()) > 0, (f, text)
+
+
+def _base_list(path):
+    """The ``_base_`` files of an option file, as absolute paths (read from its ``_base_:`` line)."""
+    line = re.search(r'^_base_:.*$', open(path, encoding='utf-8').read(), re.M)
+    bases = yaml.safe_load(line.group(0))['_base_'] if line else []
+    return [osp.normpath(osp.join(osp.dirname(path), b)) for b in ([bases] if isinstance(bases, str) else bases)]
+
+
+def test_every_base_fragment_is_inherited_or_works_as_documented_add_on(tmp_path):
+    """Everything under options/ is resolved by a test: each ``_base_`` fragment is reached through the ``_base_``
+    chain of a shipped file, or it is an optional validation add-on, which is used here exactly as its header says
+    (added to the ``_base_`` list of each training file of its baseline, its two variables set) and must resolve with
+    the validation set and pass the strict key check."""
+    from basicsr_sinca.utils.options import check_known_keys
+    fragments = {osp.normpath(f) for f in glob.glob(osp.join(OPTIONS, '_base_', '**', '*.yml'), recursive=True)}
+    assert fragments
+    reached, todo = set(), list(_shipped())
+    while todo:
+        for path in _base_list(todo.pop()):
+            assert osp.isfile(path), path
+            if path not in reached:
+                reached.add(path)
+                todo.append(path)
+    add_ons = sorted(fragments - reached)
+    assert [osp.basename(f) for f in add_ons] == ['val_celeba_test.yml', 'val_div2k.yml']
+    for fragment in add_ons:
+        var = osp.splitext(osp.basename(fragment))[0]
+        use = f'datasets:\n  val: {{{{_base_._{var}_dataset_}}}}\nval: {{{{_base_._{var}_}}}}\n'
+        documented = '\n'.join('#   ' + line for line in use.splitlines())
+        assert documented in open(fragment, encoding='utf-8').read(), fragment  # the header says this use
+        trains = sorted(glob.glob(osp.join(OPTIONS, 'train', osp.basename(osp.dirname(fragment)), '*.yml')))
+        assert len(trains) >= 10, fragment
+        for train in trains:
+            text = open(train, encoding='utf-8').read()
+            bases = ', '.join(_base_list(train) + [fragment])
+            text = re.sub(r'^_base_:.*$', lambda m: f'_base_: [{bases}]', text, count=1, flags=re.M) + '\n' + use
+            opt = load_options(_write(tmp_path / osp.basename(train), text))
+            assert opt['datasets']['val']['type'] == 'PairedImageDataset' and opt['datasets']['train'], train
+            assert opt['val']['metrics'] and not any(k.startswith('_') for k in opt), train
+            check_known_keys(opt, is_train=True)
+
+
+def test_every_restoration_option_file_keeps_its_codebooks_frozen():
+    """Every shipped restoration stage (a VQRestorationModel) trains with frozen codebooks, and its teacher (network_hq,
+    or the network's own prior_config) builds with the very codebook shapes of the network."""
+    from basicsr.archs import build_network
+    from basicsr.utils.registry import MODEL_REGISTRY
+
+    from basicsr_sinca.models.restoration_model import VQRestorationModel
+    files, nets = _shipped_networks()
+    checked = 0
+    for f, (opt, keys) in files.items():
+        model = MODEL_REGISTRY.get(opt['model_type']) if 'model_type' in opt else None
+        if model is None or not issubclass(model, VQRestorationModel) or f'{os.sep}test{os.sep}' in f:
+            continue
+        net = nets[keys['network_g'][0]]
+        assert net.codebooks and not any(c.requires_grad for c in net.codebooks), f
+        config = opt.get('network_hq') or net.prior_config()
+        if config is not None:
+            with torch.device('meta'):
+                prior = build_network(dict(config))
+            assert [c.shape for c in prior.codebooks] == [c.shape for c in net.codebooks], f
+        checked += 1
+    assert checked >= 40
 
 
 def test_entry_files_are_the_main_sinca_stages():
