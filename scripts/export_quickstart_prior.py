@@ -9,7 +9,8 @@ checksum differs.
 
 Example:
     python -m basicsr_sinca.quickstart --task sr --train_prior --out /tmp/qs_sr
-    python scripts/export_quickstart_prior.py --task sr /tmp/qs_sr/experiments/quickstart_sr_prior/models/net_g_latest.pth
+    python scripts/export_quickstart_prior.py --task sr \
+        /tmp/qs_sr/experiments/quickstart_sr_prior/models/net_g_latest.pth
 """
 import argparse
 import os

@@ -164,4 +164,12 @@ MUTATIONS = [
     dict(id='restoreformer-lightning-prefix-kept', file='basicsr_sinca/archs/vqvaegan_arch.py',
          old='    if any(k.startswith(lightning) for k in state_dict) and', new='    if False and',
          tests=['tests/archs/test_restoreformer_arch.py::test_golden_forward_from_lightning_files']),
+    # --- quickstart
+    dict(id='quickstart-psnr-against-lq', file='basicsr_sinca/quickstart.py',
+         old='row = fidelity(outs, gt_imgs, task, lpips_fn)',
+         new='row = fidelity(outs, lq_reference(as_images(lq, net.image_range), task, CROP), task, lpips_fn)',
+         tests=['tests/e2e/test_quickstart.py::test_quickstart_sr_short']),
+    dict(id='quickstart-sr-metric-on-rgb', file='basicsr_sinca/quickstart.py',
+         old="'crop_border': 2, 'y_channel': True,", new="'crop_border': 2, 'y_channel': False,",
+         tests=['tests/test_quickstart_report.py::test_sr_metrics_are_y_channel_with_border_and_the_lq_row_is_bicubic']),
 ]
