@@ -46,7 +46,7 @@ TASKS = {
         'title': 'blind restoration with a tiny CodeFormer (CodeFormer\'s blind face degradation on photo crops)',
         'prior_options': 'blind_prior.yml', 'restore_options': 'blind_restore.yml',
         'shipped_prior': 'quickstart_blind_prior.pth', 'scale': 1, 'crop_border': 0, 'y_channel': False,
-        'lq_label': 'LQ input', 'iters': 600, 'fast_iters': 300,
+        'lq_label': 'LQ input', 'iters': 600, 'fast_iters': 150,
         # where the restoration file takes the prior: CodeFormer initialises encoder, codebook and generator from
         # the VQGAN (vqgan_path) and takes its targets from it (pretrain_network_hq)
         'prior_keys': (('network_g', 'vqgan_path'), ('path', 'pretrain_network_hq')),
@@ -257,8 +257,8 @@ def evaluate(out, task, runs, prior_path, progress):
     """Metrics of every run on the held-out set, plus the images and attention data the report needs.
 
     Works on any network of the restorer contract. Besides PSNR/SSIM/LPIPS against the GT, two columns isolate
-    the bottleneck from the prior: PSNR against the prior's own reconstruction of the GT (the ceiling of a frozen
-    decoder) and the latent error ||z - z_hat||^2 against the prior's quantised GT latent (mean over codebooks).
+    the bottleneck from the prior: PSNR against the prior's own reconstruction of the GT (what a perfect bottleneck
+    would decode) and the latent error ||z - z_hat||^2 against the prior's quantised GT latent (mean over codebooks).
     Index accuracy and codebook usage are given for bottlenecks that select codes (pooled over codebooks).
     """
     import torch
@@ -409,7 +409,8 @@ def markdown(task, table, references, reasons, split, seeds, timings, prior_info
     lines += [f'- {k.upper()} missing: {reasons[k]}' for k in empty]
     lines += [f"- NIQE on {split['niqe_crops']} held-out {split['niqe_crop_size']} px crops (the networks run at any "
               'size but the index transformer), the other columns on the 64 px crops.',
-              "- PSNR to prior(GT): against the prior's reconstruction of the GT, the ceiling of a frozen decoder; "
+              "- PSNR to prior(GT): against the prior's reconstruction of the GT, what a perfect bottleneck would decode "
+              "(a ceiling for CodeFormer's decoder; FeMaSR's skip connections from the LQ encoder can pass it); "
               "latent MSE: ||z - z_hat||^2 of the decoder input against the prior's quantised GT latent.",
               '- index accuracy / codebook usage: only for bottlenecks that select codes (nearest, index); accuracy is '
               "against the prior's nearest codes of the ground truth.",
