@@ -81,7 +81,7 @@ def positive_int(text):
 def build_parser():
     parser = argparse.ArgumentParser(
         prog='python -m basicsr_sinca.quickstart', description=__doc__.split('\n\n')[0],
-        epilog='Default: 3 seeds (about 10 minutes on 2 CPU cores); --fast: 1 seed, shorter schedules (about 3). '
+        epilog='Default: 3 seeds; --fast: 1 seed, a shorter restoration schedule (a smoke run). '
                'The output folder defaults to ./quickstart_<task>.',
         formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--task', choices=sorted(TASKS), default='blind',
@@ -409,8 +409,8 @@ def markdown(task, table, references, reasons, split, seeds, timings, prior_info
     lines += [f'- {k.upper()} missing: {reasons[k]}' for k in empty]
     lines += [f"- NIQE on {split['niqe_crops']} held-out {split['niqe_crop_size']} px crops (the networks run at any "
               'size but the index transformer), the other columns on the 64 px crops.',
-              "- PSNR to prior(GT): against the prior's reconstruction of the GT, what a perfect bottleneck would decode "
-              "(a ceiling for CodeFormer's decoder; FeMaSR's skip connections from the LQ encoder can pass it); "
+              "- PSNR to prior(GT): against the prior's reconstruction of the GT, what a perfect bottleneck would "
+              "decode (a ceiling for CodeFormer's decoder; FeMaSR's skip connections from the LQ encoder can pass it); "
               "latent MSE: ||z - z_hat||^2 of the decoder input against the prior's quantised GT latent.",
               '- index accuracy / codebook usage: only for bottlenecks that select codes (nearest, index); accuracy is '
               "against the prior's nearest codes of the ground truth.",
