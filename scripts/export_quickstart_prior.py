@@ -8,9 +8,8 @@ and records the file's SHA-256 in ``basicsr_sinca/weights/SHA256SUMS``. The quic
 checksum differs.
 
 Example:
-    python -m basicsr_sinca.quickstart --task sr --train_prior --out /tmp/qs_sr
-    python scripts/export_quickstart_prior.py --task sr \
-        /tmp/qs_sr/experiments/quickstart_sr_prior/models/net_g_latest.pth
+    python -m basicsr_sinca.quickstart --task sr --train_prior --out qs_sr
+    python scripts/export_quickstart_prior.py --task sr qs_sr/experiments/quickstart_sr_prior/models/net_g_latest.pth
 """
 import argparse
 import os
