@@ -29,19 +29,19 @@ __all__ = [
 ]
 
 
-def group_norm(channels):
-    return nn.GroupNorm(num_groups=32, num_channels=channels, eps=1e-6, affine=True)
+def group_norm(channels, groups=32):
+    return nn.GroupNorm(num_groups=groups, num_channels=channels, eps=1e-6, affine=True)
 
 
 class VQGANResBlock(nn.Module):
     """GroupNorm-swish-conv residual block; a 1x1 ``conv_out`` adapts the shortcut when channels change."""
 
-    def __init__(self, in_channels, out_channels=None):
+    def __init__(self, in_channels, out_channels=None, norm_groups=32):
         super().__init__()
         out_channels = in_channels if out_channels is None else out_channels
-        self.norm1 = group_norm(in_channels)
+        self.norm1 = group_norm(in_channels, norm_groups)
         self.conv1 = nn.Conv2d(in_channels, out_channels, 3, 1, 1)
-        self.norm2 = group_norm(out_channels)
+        self.norm2 = group_norm(out_channels, norm_groups)
         self.conv2 = nn.Conv2d(out_channels, out_channels, 3, 1, 1)
         if in_channels != out_channels:
             self.conv_out = nn.Conv2d(in_channels, out_channels, 1, 1, 0)
@@ -55,9 +55,9 @@ class VQGANResBlock(nn.Module):
 class VQGANAttnBlock(nn.Module):
     """Single-head spatial self-attention with 1x1 ``q``, ``k``, ``v``, ``proj_out`` and a residual."""
 
-    def __init__(self, channels):
+    def __init__(self, channels, norm_groups=32):
         super().__init__()
-        self.norm = group_norm(channels)
+        self.norm = group_norm(channels, norm_groups)
         self.q = nn.Conv2d(channels, channels, 1)
         self.k = nn.Conv2d(channels, channels, 1)
         self.v = nn.Conv2d(channels, channels, 1)
@@ -100,24 +100,25 @@ class VQGANEncoder(nn.Module):
     index of the block whose output CodeFormer's fusion layers read: the last residual block of that level.
     """
 
-    def __init__(self, in_channels, nf, emb_dim, ch_mult, num_res_blocks, resolution, attn_resolutions):
+    def __init__(self, in_channels, nf, emb_dim, ch_mult, num_res_blocks, resolution, attn_resolutions, norm_groups=32):
         super().__init__()
+        g = norm_groups
         blocks = [nn.Conv2d(in_channels, nf, 3, 1, 1)]
         self.level_taps = {}
         ch_in, res = nf, resolution
         for level, mult in enumerate(ch_mult):
             ch_out = nf * mult
             for _ in range(num_res_blocks):
-                blocks.append(VQGANResBlock(ch_in, ch_out))
+                blocks.append(VQGANResBlock(ch_in, ch_out, g))
                 self.level_taps[str(res)] = len(blocks) - 1
                 ch_in = ch_out
                 if res in attn_resolutions:
-                    blocks.append(VQGANAttnBlock(ch_in))
+                    blocks.append(VQGANAttnBlock(ch_in, g))
             if level != len(ch_mult) - 1:
                 blocks.append(VQGANDownsample(ch_in))
                 res //= 2
-        blocks += [VQGANResBlock(ch_in), VQGANAttnBlock(ch_in), VQGANResBlock(ch_in)]
-        blocks += [group_norm(ch_in), nn.Conv2d(ch_in, emb_dim, 3, 1, 1)]  # no swish in between (official)
+        blocks += [VQGANResBlock(ch_in, None, g), VQGANAttnBlock(ch_in, g), VQGANResBlock(ch_in, None, g)]
+        blocks += [group_norm(ch_in, g), nn.Conv2d(ch_in, emb_dim, 3, 1, 1)]  # no swish in between (official)
         self.blocks = nn.ModuleList(blocks)
 
     def forward(self, x, taps=()):
@@ -139,25 +140,27 @@ class VQGANGenerator(nn.Module):
     16:6, 32:9, 64:12, 128:15, 256:18, 512:21 for the released configuration).
     """
 
-    def __init__(self, nf, emb_dim, ch_mult, res_blocks, img_size, attn_resolutions):
+    def __init__(self, nf, emb_dim, ch_mult, res_blocks, img_size, attn_resolutions, norm_groups=32):
         super().__init__()
+        g = norm_groups
         ch_in = nf * ch_mult[-1]
         res = img_size // 2**(len(ch_mult) - 1)
-        blocks = [nn.Conv2d(emb_dim, ch_in, 3, 1, 1), VQGANResBlock(ch_in), VQGANAttnBlock(ch_in), VQGANResBlock(ch_in)]
+        blocks = [nn.Conv2d(emb_dim, ch_in, 3, 1, 1), VQGANResBlock(ch_in, None, g), VQGANAttnBlock(ch_in, g),
+                  VQGANResBlock(ch_in, None, g)]
         self.level_taps = {}
         for level in reversed(range(len(ch_mult))):
             ch_out = nf * ch_mult[level]
             for r in range(res_blocks):
-                blocks.append(VQGANResBlock(ch_in, ch_out))
+                blocks.append(VQGANResBlock(ch_in, ch_out, g))
                 if r == 0 or level == len(ch_mult) - 1:
                     self.level_taps[str(res)] = len(blocks) - 1
                 ch_in = ch_out
                 if res in attn_resolutions:
-                    blocks.append(VQGANAttnBlock(ch_in))
+                    blocks.append(VQGANAttnBlock(ch_in, g))
             if level != 0:
                 blocks.append(VQGANUpsample(ch_in))
                 res *= 2
-        blocks += [group_norm(ch_in), nn.Conv2d(ch_in, 3, 3, 1, 1)]
+        blocks += [group_norm(ch_in, g), nn.Conv2d(ch_in, 3, 3, 1, 1)]
         self.blocks = nn.ModuleList(blocks)
 
     def forward(self, x, fuse=None):
@@ -228,6 +231,9 @@ class VQAutoEncoder(nn.Module, HQPrior):
     Gumbel variant is not supported), res_blocks (2), attn_resolutions ([16]), codebook_size (1024), emb_dim
     (256), beta (0.25), gumbel_straight_through / gumbel_kl_weight (accepted, unused), model_path (a local
     checkpoint to load: ``params_ema``, else ``params``).
+    Added: norm_groups (32, CodeFormer's fixed GroupNorm groups; no parameter depends on it). Narrow toy
+    networks need fewer: with one channel per group every norm removes each channel's spatial mean, and the
+    generator's last norm then leaves the output no way to carry an image's mean colour.
 
     Works on any input whose sides are divisible by 2^(len(ch_mult) - 1).
     """
@@ -236,22 +242,24 @@ class VQAutoEncoder(nn.Module, HQPrior):
 
     def __init__(self, img_size=512, nf=64, ch_mult=(1, 2, 2, 4, 4, 8), quantizer='nearest', res_blocks=2,
                  attn_resolutions=(16, ), codebook_size=1024, emb_dim=256, beta=0.25, gumbel_straight_through=False,
-                 gumbel_kl_weight=1e-8, model_path=None):
+                 gumbel_kl_weight=1e-8, model_path=None, norm_groups=32):
         super().__init__()
         if quantizer != 'nearest':
             raise ValueError(f"VQAutoEncoder: quantizer {quantizer!r} is not supported (only 'nearest', the one "
                              'every CodeFormer release uses)')
-        if nf % 32 != 0:
-            raise ValueError(f'VQAutoEncoder: nf={nf} must be a multiple of 32 (GroupNorm with 32 groups)')
+        if nf % norm_groups != 0:
+            raise ValueError(f'VQAutoEncoder: nf={nf} must be a multiple of norm_groups={norm_groups} (GroupNorm)')
         self.img_size, self.nf, self.ch_mult = img_size, nf, list(ch_mult)
         self.codebook_size, self.emb_dim = codebook_size, emb_dim
         attn_resolutions = list(attn_resolutions)
         # the prior's configuration, e.g. to build the frozen HQ teacher of a restoration stage
         self.vqgan_config = dict(img_size=img_size, nf=nf, ch_mult=list(ch_mult), res_blocks=res_blocks,
                                  attn_resolutions=attn_resolutions, codebook_size=codebook_size, emb_dim=emb_dim)
-        self.encoder = VQGANEncoder(3, nf, emb_dim, ch_mult, res_blocks, img_size, attn_resolutions)
+        if norm_groups != 32:
+            self.vqgan_config['norm_groups'] = norm_groups
+        self.encoder = VQGANEncoder(3, nf, emb_dim, ch_mult, res_blocks, img_size, attn_resolutions, norm_groups)
         self.quantize = VectorQuantizer(codebook_size, emb_dim, beta)
-        self.generator = VQGANGenerator(nf, emb_dim, ch_mult, res_blocks, img_size, attn_resolutions)
+        self.generator = VQGANGenerator(nf, emb_dim, ch_mult, res_blocks, img_size, attn_resolutions, norm_groups)
         if model_path is not None:
             load_official_weights(self, model_path, 'params_ema', 'VQGAN')
 
@@ -329,9 +337,9 @@ class VQGANDiscriminator(nn.Module):
 class FuseSFTBlock(nn.Module):
     """Controllable feature transformation: ``dec + w·(dec·scale + shift)``, scale/shift from [enc; dec]."""
 
-    def __init__(self, in_ch, out_ch):
+    def __init__(self, in_ch, out_ch, norm_groups=32):
         super().__init__()
-        self.encode_enc = VQGANResBlock(2 * in_ch, out_ch)
+        self.encode_enc = VQGANResBlock(2 * in_ch, out_ch, norm_groups)
         self.scale = nn.Sequential(nn.Conv2d(in_ch, out_ch, 3, 1, 1), nn.LeakyReLU(0.2, True),
                                    nn.Conv2d(out_ch, out_ch, 3, 1, 1))
         self.shift = nn.Sequential(nn.Conv2d(in_ch, out_ch, 3, 1, 1), nn.LeakyReLU(0.2, True),
@@ -364,8 +372,8 @@ class SinCACodeFormer(VQAutoEncoder, VQRestorer):
     Args:
         bottleneck (dict | str | list): ``{'type': 'sinca' | 'sa' | 'ca' | 'index' | 'nearest' | 'sinca_index',
             ...}``. Default: SinCA with the paper settings (9 layers, 8 heads).
-        img_size, nf, ch_mult, res_blocks, attn_resolutions, codebook_size, emb_dim: VQGAN prior (defaults:
-            the released 512 configuration).
+        img_size, nf, ch_mult, res_blocks, attn_resolutions, codebook_size, emb_dim, norm_groups: VQGAN prior
+            (defaults: the released 512 configuration; see :class:`VQAutoEncoder` for norm_groups).
         connect_list (list[str]): Resolutions with fusion layers. Default: ['32', '64', '128', '256'].
         fix_modules (list[str]): Modules whose parameters get ``requires_grad=False``.
             Default: ['quantize', 'generator'] (stage 2 adds 'fuse_convs_dict', unused at w = 0).
@@ -381,8 +389,9 @@ class SinCACodeFormer(VQAutoEncoder, VQRestorer):
 
     def __init__(self, bottleneck=None, img_size=512, nf=64, ch_mult=(1, 2, 2, 4, 4, 8), res_blocks=2,
                  attn_resolutions=(16, ), codebook_size=1024, emb_dim=256, connect_list=('32', '64', '128', '256'),
-                 fix_modules=('quantize', 'generator'), vqgan_path=None):
-        super().__init__(img_size, nf, ch_mult, 'nearest', res_blocks, attn_resolutions, codebook_size, emb_dim)
+                 fix_modules=('quantize', 'generator'), vqgan_path=None, norm_groups=32):
+        super().__init__(img_size, nf, ch_mult, 'nearest', res_blocks, attn_resolutions, codebook_size, emb_dim,
+                         norm_groups=norm_groups)
         if vqgan_path is not None:
             load_official_weights(self, vqgan_path, 'params_ema', 'VQGAN')
         self.connect_list = [str(s) for s in connect_list]
@@ -391,7 +400,8 @@ class SinCACodeFormer(VQAutoEncoder, VQRestorer):
         if bad:
             raise ValueError(f'connect_list: {bad} are not resolutions of this network '
                              f'(choose among {sorted(channels, key=int)})')
-        self.fuse_convs_dict = nn.ModuleDict({s: FuseSFTBlock(channels[s], channels[s]) for s in self.connect_list})
+        self.fuse_convs_dict = nn.ModuleDict({s: FuseSFTBlock(channels[s], channels[s], norm_groups)
+                                              for s in self.connect_list})
 
         side = img_size // self.scale_factor
         self.bottleneck = build_bottlenecks(bottleneck, [(codebook_size, emb_dim)], [(side, side)])[0]

@@ -194,3 +194,33 @@ def test_patch_discriminator_spectral_norm_option():
     assert len(convs) == 4
     for conv in convs:
         assert abs(torch.linalg.matrix_norm(conv.weight.flatten(1), ord=2).item() - 1) < 0.05
+
+
+def test_norm_groups_reach_every_norm_and_the_teacher(tmp_path):
+    """``norm_groups`` (CodeFormer: a fixed 32) sets every GroupNorm of encoder, generator and fusion layers, leaves
+    the state-dict layout unchanged, and the teacher built from the network's prior config uses it too: its targets
+    equal those of a VQAutoEncoder built by hand with the same groups."""
+    from basicsr_sinca.archs.codeformer_arch import SinCACodeFormer
+    torch.manual_seed(0)
+    config = dict(TINY_VQGAN, norm_groups=16)
+    net = SinCACodeFormer('nearest', connect_list=['16'], **config)
+    norms = [m for m in net.modules() if isinstance(m, torch.nn.GroupNorm)]
+    assert norms and all(m.num_groups == 16 for m in norms)
+    official = SinCACodeFormer('nearest', connect_list=['16'], **TINY_VQGAN)
+    assert {k: v.shape for k, v in net.state_dict().items()} == {k: v.shape for k, v in official.state_dict().items()}
+    assert 'norm_groups' not in official.prior_config()  # the official configuration is written as before
+
+    prior = VQAutoEncoder(**config).eval()
+    for p in prior.parameters():  # GroupNorm's groups only matter with non-trivial statistics
+        torch.nn.init.normal_(p, std=0.2)
+    torch.save({'params_ema': prior.state_dict()}, tmp_path / 'prior.pth')
+    built = net.build_prior(str(tmp_path / 'prior.pth'))
+    gt = torch.rand(2, 3, 64, 64) * 2 - 1
+    assert torch.equal(built.prior_targets(gt)[0].feat, prior.prior_targets(gt)[0].feat)
+    # the same weights with CodeFormer's 32 groups encode differently: the groups are not cosmetic
+    as_official = VQAutoEncoder(**TINY_VQGAN).eval()
+    as_official.load_state_dict(prior.state_dict())
+    with torch.no_grad():
+        assert not torch.allclose(as_official.encoder(gt), prior.encoder(gt), atol=1e-3)
+    with pytest.raises(ValueError, match='nf=32 must be a multiple of norm_groups=24'):
+        VQAutoEncoder(**dict(TINY_VQGAN, norm_groups=24))
