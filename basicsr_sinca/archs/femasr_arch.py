@@ -223,7 +223,7 @@ class SinCAFeMaSRNet(VQRestorer, HQPrior):
         self.out_conv = nn.Conv2d(ch[self.codebook_scale * 2**self.max_depth], 3, 3, 1, 1)
         self.build_quantizers(ch[self.codebook_scale], swin_opt)
 
-        side = gt_resolution // self.codebook_scale
+        side = self.codebook_scale  # the latent's side at gt_resolution (the index transformer's position table)
         shapes = [(n, d) for _, n, d in self.codebook_params]
         bottlenecks = build_bottlenecks(bottleneck, shapes, [(side, side)] * len(shapes))
         self.bottleneck = bottlenecks[0] if len(shapes) == 1 else bottlenecks  # official-style single-codebook keys

@@ -105,3 +105,16 @@ def test_use_quantize_false_reaches_every_path():
         assert torch.equal(net(x)[0], raw) and torch.equal(net.restore(x).image, raw)
         assert not torch.allclose(quantized.restore(x).image, raw)
         assert torch.equal(net(x)[3][0], quantized(x)[3][0])  # the indices are the nearest codes either way
+
+
+def test_index_bottleneck_position_table_covers_the_latent():
+    """The index transformer's position table has one entry per latent token at the training size: the latent side
+    is the codebook scale (12 here), not gt_resolution // scale (4), which only coincide at 64 px / scale 8."""
+    from basicsr_sinca.archs.femasr_arch import SinCAFeMaSRNet
+    torch.manual_seed(0)
+    net = SinCAFeMaSRNet({'type': 'index', 'dim_embd': 32, 'n_head': 4, 'n_layers': 1}, gt_resolution=48,
+                         codebook_params=[[12, 64, 32]], channels={6: 64, 12: 64, 24: 32, 48: 32, 96: 32},
+                         swin_opt=dict(blk_depth=1, num_heads=4, window_size=4), scale_factor=2).eval()
+    with torch.no_grad():
+        out = net.restore(torch.rand(2, 3, 24, 24))
+    assert out.image.shape == (2, 3, 48, 48) and out.bottlenecks[0].indices.shape[-2:] == (12, 12)
