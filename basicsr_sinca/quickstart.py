@@ -1,10 +1,11 @@
 """Offline quickstart: the paper's Table 3/4 comparison in miniature, on CPU, for two tasks.
 
 ``--task blind`` (default): a tiny CodeFormer on photo crops degraded with CodeFormer's blind (face) pipeline.
-``--task sr``: a tiny FeMaSR, x2 super-resolution of crops degraded with BSRGAN's pipeline at a mild setting.
+``--task sr``: a tiny FeMaSR, x2 super-resolution of crops degraded with BSRGAN's pipeline (mild blur, heavy noise).
 
-1. Data: 64x64 crops of scikit-image's bundled photographs at their own resolution — training crops from five
-   photos, held-out evaluation crops from another (the motorcycle of ``stereo_motorcycle``); the split is recorded.
+1. Data: 48x48 crops (the GT for SR) of scikit-image's bundled photographs at their own resolution — training crops
+   from five photos, held-out evaluation crops from another (the motorcycle of ``stereo_motorcycle``); the split is
+   recorded.
 2. The HQ prior: by default the one shipped with the package (trained beforehand by
    ``options/quickstart/<task>_prior.yml`` on the training photos only; SHA-256 checked on load);
    ``--train_prior`` trains it from scratch through BasicSR's pipeline instead.
@@ -45,23 +46,22 @@ TASKS = {
     'blind': {
         'title': 'blind restoration with a tiny CodeFormer (CodeFormer\'s blind face degradation on photo crops)',
         'prior_options': 'blind_prior.yml', 'restore_options': 'blind_restore.yml',
-        'shipped_prior': 'quickstart_blind_prior.pth', 'scale': 1, 'crop_border': 0, 'y_channel': False,
-        'lq_label': 'LQ input', 'iters': 600, 'fast_iters': 150,
+        'shipped_prior': 'quickstart_blind_prior.pth', 'crop': 48, 'scale': 1, 'crop_border': 0, 'y_channel': False,
+        'lq_label': 'LQ input', 'iters': 400, 'fast_iters': 200,
         # where the restoration file takes the prior: CodeFormer initialises encoder, codebook and generator from
         # the VQGAN (vqgan_path) and takes its targets from it (pretrain_network_hq)
         'prior_keys': (('network_g', 'vqgan_path'), ('path', 'pretrain_network_hq')),
     },
     'sr': {
-        'title': 'x2 super-resolution with a tiny FeMaSR (BSRGAN degradation, mild setting)',
+        'title': 'x2 super-resolution with a tiny FeMaSR (BSRGAN degradation: mild blur, heavy noise and JPEG)',
         'prior_options': 'sr_prior.yml', 'restore_options': 'sr_restore.yml',
-        'shipped_prior': 'quickstart_sr_prior.pth', 'scale': 2, 'crop_border': 2, 'y_channel': True,
-        'lq_label': 'bicubic x2', 'iters': 600, 'fast_iters': 300,
+        'shipped_prior': 'quickstart_sr_prior.pth', 'crop': 48, 'scale': 2, 'crop_border': 2, 'y_channel': True,
+        'lq_label': 'bicubic x2', 'iters': 400, 'fast_iters': 200,
         'prior_keys': (('path', 'pretrain_network_hq'), ),   # FeMaSRLQModel initialises from it, non-strictly
     },
 }
 TRAIN_PHOTOS = ('astronaut', 'chelsea', 'coffee', 'rocket', 'camera')
 EVAL_PHOTO = 'stereo_motorcycle (left view)'
-CROP = 64
 NIQE_SIZE = 192  # BasicSR's NIQE needs about 192 px; measured on larger held-out crops
 EVAL_SEED = 2024
 PRIOR_ROW = 'prior on GT (upper bound)'
@@ -90,7 +90,8 @@ def build_parser():
     parser.add_argument('--fast', action='store_true', help='1 seed and a shorter restoration schedule')
     parser.add_argument('--seeds', type=positive_int, default=None, help='number of seeds (default 3, --fast 1)')
     parser.add_argument('--iters', type=positive_int, default=None,
-                        help='restoration iterations per bottleneck (default: the task\'s, see --help of the task)')
+                        help='restoration iterations per bottleneck (default: ' + '; '.join(
+                            f"{t} {s['iters']}, --fast {s['fast_iters']}" for t, s in TASKS.items()) + ')')
     parser.add_argument('--bottlenecks', nargs='+', choices=list(BOTTLENECKS), default=list(BOTTLENECKS),
                         help='bottlenecks to compare (default: all five)')
     parser.add_argument('--train_prior', action='store_true',
@@ -115,8 +116,8 @@ def repo_options():
     return osp.join(options_dir(), 'quickstart')
 
 
-def make_data(out, train_crops, eval_crops, niqe_crops):
-    """Crops of the training photos and of the held-out photo; returns the split record."""
+def make_data(out, crop_size, train_crops, eval_crops, niqe_crops):
+    """``crop_size`` px crops of the training photos and of the held-out photo; returns the split record."""
     import cv2
     import skimage.data
 
@@ -128,15 +129,15 @@ def make_data(out, train_crops, eval_crops, niqe_crops):
     for folder in (train_dir, eval_dir, niqe_dir):
         os.makedirs(folder, exist_ok=True)
     for name in TRAIN_PHOTOS:
-        for i, crop in enumerate(random_crops(load_photo(name), CROP, train_crops, rng)):
+        for i, crop in enumerate(random_crops(load_photo(name), crop_size, train_crops, rng)):
             cv2.imwrite(osp.join(train_dir, f'{name}_{i:02d}.png'), crop)
     moto = np.ascontiguousarray(skimage.data.stereo_motorcycle()[0][..., ::-1])
-    for i, crop in enumerate(random_crops(moto, CROP, eval_crops, rng)):
+    for i, crop in enumerate(random_crops(moto, crop_size, eval_crops, rng)):
         cv2.imwrite(osp.join(eval_dir, f'motorcycle_{i:02d}.png'), crop)
     for i, crop in enumerate(random_crops(moto, NIQE_SIZE, niqe_crops, rng)):
         cv2.imwrite(osp.join(niqe_dir, f'motorcycle_{i:02d}.png'), crop)
     split = {'train_photos': list(TRAIN_PHOTOS), 'train_crops': len(TRAIN_PHOTOS) * train_crops,
-             'eval_photos': [EVAL_PHOTO], 'eval_crops': eval_crops, 'crop_size': CROP,
+             'eval_photos': [EVAL_PHOTO], 'eval_crops': eval_crops, 'crop_size': crop_size,
              'niqe_crops': niqe_crops, 'niqe_crop_size': NIQE_SIZE,
              'source': 'scikit-image bundled images at their own resolution, random crops (seed 0)'}
     with open(osp.join(root, 'split.json'), 'w') as f:
@@ -189,14 +190,16 @@ def run_training(out, opt_file, threads, on_progress=None):
     return time.time() - start
 
 
-def evaluation_set(out, task, size=CROP):
-    """The held-out crops (``size`` px) degraded as the task's training data (its ranges), at a fixed seed."""
+def evaluation_set(out, task, size=None):
+    """The held-out crops (``size`` px, default the task's crop) degraded as the task's training data (its ranges),
+    at a fixed seed."""
+    size = size or TASKS[task]['crop']
     import basicsr_sinca  # noqa: F401  (registers the datasets)
     from basicsr.utils.registry import DATASET_REGISTRY
 
     from basicsr_sinca.utils.options import load_options
     opt = dict(load_options(osp.join(repo_options(), TASKS[task]['restore_options']))['datasets']['train'])
-    folder = osp.join(out, 'datasets', 'quickstart', 'eval_gt' + ('' if size == CROP else f'_{size}'))
+    folder = osp.join(out, 'datasets', 'quickstart', 'eval_gt' + ('' if size == TASKS[task]['crop'] else f'_{size}'))
     opt.update(name='photos_eval', phase='val', dataroot_gt=folder, seed=EVAL_SEED, gt_size=size)
     opt.update({key: False for key in ('use_hflip', 'use_rot', 'use_resize_crop') if key in opt})
     if 'in_size' in opt:
@@ -320,7 +323,7 @@ def evaluate(out, task, runs, prior_path, progress):
 
     lq_label = TASKS[task]['lq_label']
     lq_imgs = as_images(lq, net.image_range)
-    lq_row_imgs = lq_reference(lq_imgs, task, CROP)
+    lq_row_imgs = lq_reference(lq_imgs, task, TASKS[task]['crop'])
     references = {
         lq_label: dict(fidelity(lq_row_imgs, gt_imgs, task, lpips_fn),
                        psnr_to_prior=fidelity(lq_row_imgs, prior_imgs, task)['psnr'],
@@ -408,7 +411,7 @@ def markdown(task, table, references, reasons, split, seeds, timings, prior_info
     empty = [k for k, v in reasons.items() if v and any(r[k] is None for r in table.values())]
     lines += [f'- {k.upper()} missing: {reasons[k]}' for k in empty]
     lines += [f"- NIQE on {split['niqe_crops']} held-out {split['niqe_crop_size']} px crops (the networks run at any "
-              'size but the index transformer), the other columns on the 64 px crops.',
+              f"size but the index transformer), the other columns on the {split['crop_size']} px crops.",
               "- PSNR to prior(GT): against the prior's reconstruction of the GT, what a perfect bottleneck would "
               "decode (a ceiling for CodeFormer's decoder; FeMaSR's skip connections from the LQ encoder can pass it); "
               "latent MSE: ||z - z_hat||^2 of the decoder input against the prior's quantised GT latent.",
@@ -484,8 +487,8 @@ def prepare_prior(out, task, args, options):
 
 def best_model_command(out, task, table, runs, seeds):
     """The command that restores a user's own images with the best bottleneck (by mean PSNR), first seed: the
-    package's restoration CLI (SR at any size, tiled when large; the blind model on images resized to its 64 px
-    input, as aligned faces are)."""
+    package's restoration CLI (SR at any size, tiled when large; the blind model on images resized to its input
+    size, as aligned faces are)."""
     best = max(table, key=lambda k: table[k]['psnr'][0])
     opt_file = runs[(best, seeds[0])]
     ckpt = osp.join(out, 'experiments', osp.splitext(osp.basename(opt_file))[0], 'models', 'net_g_latest.pth')
@@ -508,7 +511,7 @@ def main(argv=None):
     timings = {}
     print(f"quickstart ({task}): {spec['title']}; {len(seeds)} seed(s), restoration {iters} iterations x "
           f"{len(bottlenecks)} bottlenecks -> {out}", flush=True)
-    split = make_data(out, args.train_crops, args.eval_crops, args.niqe_crops)
+    split = make_data(out, spec['crop'], args.train_crops, args.eval_crops, args.niqe_crops)
     timings['data'] = time.time() - t0
 
     start = time.time()

@@ -167,7 +167,8 @@ MUTATIONS = [
     # --- quickstart
     dict(id='quickstart-psnr-against-lq', file='basicsr_sinca/quickstart.py',
          old='row = fidelity(outs, gt_imgs, task, lpips_fn)',
-         new='row = fidelity(outs, lq_reference(as_images(lq, net.image_range), task, CROP), task, lpips_fn)',
+         new="row = fidelity(outs, lq_reference(as_images(lq, net.image_range), task, TASKS[task]['crop']), task, "
+             "lpips_fn)",
          tests=['tests/e2e/test_quickstart.py::test_quickstart_sr_short']),
     dict(id='quickstart-sr-metric-on-rgb', file='basicsr_sinca/quickstart.py',
          old="'crop_border': 2, 'y_channel': True,", new="'crop_border': 2, 'y_channel': False,",

@@ -57,3 +57,29 @@ def test_parser_refuses_unknown_tasks_and_bottlenecks(capsys):
     with pytest.raises(SystemExit):
         build_parser().parse_args(['--bottlenecks', 'sinca', 'vq'])
     assert "invalid choice: 'vq'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize('task', sorted(TASKS))
+def test_readme_quotes_the_recorded_default_runs(task):
+    """The default runs README quotes are recorded in docs/: three seeds of all five bottlenecks at the task's
+    default schedule with the shipped prior; the prior reconstructs the held-out crops at >= 24 dB, the sinca row is
+    above the LQ row, and every row of README's table is the recorded mean ± std."""
+    import json
+    from pathlib import Path
+    root = Path(__file__).resolve().parents[1]
+    res = json.loads((root / 'docs' / f'quickstart_{task}_results.json').read_text())
+    assert res['task'] == task and res['seeds'] == [0, 1, 2] and res['iters'] == TASKS[task]['iters']
+    assert res['bottlenecks'] == ['nearest', 'index', 'sa', 'ca', 'sinca'] and not res['prior']['trained_here']
+    refs = res['references']
+    assert refs['prior on GT (upper bound)']['psnr'] >= 24
+    assert res['summary']['sinca']['psnr']['mean'] > refs[TASKS[task]['lq_label']]['psnr']
+    readme = (root / 'README.md').read_text()
+    header = '**`make quickstart`**' if task == 'blind' else '**`make quickstart QUICKSTART_ARGS="--task sr"`**'
+    table = readme.split(header)[1].split('\n\n')[1]
+    for name, row in res['summary'].items():
+        psnr, ssim = row['psnr'], row['ssim']
+        assert f"| {name} | {psnr['mean']:.2f} ± {psnr['std']:.2f} | {ssim['mean']:.4f} ± {ssim['std']:.4f} |" in table
+    lq = refs[TASKS[task]['lq_label']]
+    assert f"| *{TASKS[task]['lq_label']}* | {lq['psnr']:.2f} | {lq['ssim']:.4f} |" in table
+    total = res['timings_s']['total']
+    assert f"{header}, {total // 60:.0f} min {total % 60:.0f} s in all" in readme

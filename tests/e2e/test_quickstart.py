@@ -71,6 +71,8 @@ def test_quickstart_fast_blind(tmp_path, wheel_site):
     # the shipped prior, checksum-verified, reconstructs the held-out crops at >= 24 dB
     assert res['prior']['trained_here'] is False and 'SHA-256' in res['prior']['source']
     assert res['references']['prior on GT (upper bound)']['psnr'] >= 24
+    # the prior's codes restore even at --fast: the nearest-code row is above the degraded input
+    assert res['summary']['nearest']['psnr']['mean'] > res['references']['LQ input']['psnr']
     # missing values say why
     assert res['summary']['index']['niqe'] is None and 'index transformer' in res['empty_columns']['niqe']
     assert math.isfinite(res['references']['GT']['niqe']) and math.isfinite(res['references']['LQ input']['niqe'])
@@ -101,8 +103,8 @@ def test_quickstart_sr_short(tmp_path, wheel_site):
     assert res['task'] == 'sr' and res['metric'] == {'crop_border': 2, 'y_channel': True}
     assert res['bottlenecks'] == ['nearest', 'sinca'] and res['lq_row'] == 'bicubic x2'
     check_rows_by_hand(out, res)
-    lq = cv2.imread(str(next((out / 'images' / 'lq').glob('*.png'))))
-    assert lq.shape == (32, 32, 3)  # the network's input is half the size; the row is its bicubic upsampling
+    lq, gt = (cv2.imread(str(next((out / 'images' / row).glob('*.png')))) for row in ('lq', 'gt'))
+    assert lq.shape == (24, 24, 3) and gt.shape == (48, 48, 3)  # the input is half the size; the row is its bicubic x2
     assert res['references']['prior on GT (upper bound)']['psnr'] >= 24
 
 
