@@ -90,6 +90,16 @@ def test_quickstart_fast_blind(tmp_path, wheel_site):
     best = max(BOTTLENECKS, key=lambda b: res['summary'][b]['psnr']['mean'])
     assert res['best']['bottleneck'] == best and f'quickstart_blind_{best}_s0' in res['best']['command']
     assert res['best']['command'] in proc.stdout
+    # ... and it restores a user's own image (a larger photo crop, resized to the model's aligned-face input)
+    mine = tmp_path / 'mine'
+    mine.mkdir()
+    cv2.imwrite(str(mine / 'photo.png'), cv2.imread(str(out / 'datasets' / 'quickstart' / 'eval_gt_192' /
+                                                         'motorcycle_00.png')))
+    command = res['best']['command'].replace('YOUR_IMAGES', str(mine)).split()
+    assert command[:3] == ['python', '-m', 'basicsr_sinca.restore']
+    run_cmd([sys.executable] + command[1:], cwd=tmp_path, timeout=300, env=wheel_env(wheel_site[0]))
+    restored = list((out / 'restored_yours').rglob('photo.png'))
+    assert len(restored) == 1 and cv2.imread(str(restored[0])).shape == (48, 48, 3)
 
 
 def test_quickstart_sr_short(tmp_path, wheel_site):
