@@ -232,8 +232,8 @@ class VQAutoEncoder(nn.Module, HQPrior):
     (256), beta (0.25), gumbel_straight_through / gumbel_kl_weight (accepted, unused), model_path (a local
     checkpoint to load: ``params_ema``, else ``params``).
     Added: norm_groups (32, CodeFormer's fixed GroupNorm groups; no parameter depends on it). Narrow toy
-    networks need fewer: with one channel per group every norm removes each channel's spatial mean, and the
-    generator's last norm then leaves the output no way to carry an image's mean colour.
+    networks need fewer: with one channel per group every norm removes each channel's spatial mean, and a
+    32-channel toy prior then failed to reproduce a crop's mean colour (``options/quickstart``).
 
     Works on any input whose sides are divisible by 2^(len(ch_mult) - 1).
     """
