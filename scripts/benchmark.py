@@ -396,23 +396,32 @@ def costs_markdown(res):
 
 def main_costs(args, device):
     import torch
-
-    from basicsr_sinca.utils.file_io import atomic_open
     sr_side = args.sr_side or (24 if args.quick else 96)
     repeats = args.repeats or 1
     print(f'costs on {device} ({torch.get_num_threads()} threads), quick={args.quick}', flush=True)
     rows = bench_costs(QUICK_COST_PAIRS if args.quick else COST_PAIRS, device, repeats, sr_side)
-    res = {'device': str(device), 'device_name': torch.cuda.get_device_name(device) if device.type == 'cuda' else
-           platform.processor() or platform.machine(), 'threads': torch.get_num_threads(), 'torch': torch.__version__,
-           'quick': args.quick, 'repeats': repeats, 'sr_side': sr_side, 'd': rows}
-    os.makedirs(args.out, exist_ok=True)
-    with atomic_open(osp.join(args.out, 'costs.json'), 'w') as f:
+    res = dict(run_header(device, args, repeats), sr_side=sr_side, d=rows)
+    write_report(args.out, 'costs', res, costs_markdown(res))
+    return 0
+
+
+def run_header(device, args, repeats):
+    """What every report records about the machine and the run."""
+    import torch
+    name = torch.cuda.get_device_name(device) if device.type == 'cuda' else platform.processor() or platform.machine()
+    return {'device': str(device), 'device_name': name, 'threads': torch.get_num_threads(),
+            'torch': torch.__version__, 'quick': args.quick, 'repeats': repeats}
+
+
+def write_report(out, stem, res, table):
+    """``<stem>.json`` and ``<stem>.md`` into ``out`` (atomic writes); prints the table."""
+    from basicsr_sinca.utils.file_io import atomic_open
+    os.makedirs(out, exist_ok=True)
+    with atomic_open(osp.join(out, f'{stem}.json'), 'w') as f:
         json.dump(res, f, indent=2)
-    table = costs_markdown(res)
-    with atomic_open(osp.join(args.out, 'costs.md'), 'w') as f:
+    with atomic_open(osp.join(out, f'{stem}.md'), 'w') as f:
         f.write(table)
     print(table)
-    return 0
 
 
 def main(argv=None):
@@ -455,18 +464,8 @@ def main(argv=None):
         {'target': '(c) >= 50% of the plain-matmul rate at batch 8',
          'measured': f"{100 * c['fraction_of_matmul']:.0f}%", 'met': c['fraction_of_matmul'] >= 0.5},
     ]
-    res = {'device': str(device), 'device_name': torch.cuda.get_device_name(device) if device.type == 'cuda' else
-           platform.processor() or platform.machine(), 'threads': torch.get_num_threads(),
-           'torch': torch.__version__, 'quick': args.quick, 'repeats': repeats, 'config': cfg, 'params': params,
-           'a': a_rows, 'b': b_rows, 'c': c, 'targets': targets}
-    os.makedirs(args.out, exist_ok=True)
-    from basicsr_sinca.utils.file_io import atomic_open
-    with atomic_open(osp.join(args.out, 'benchmark.json'), 'w') as f:
-        json.dump(res, f, indent=2)
-    table = to_markdown(res)
-    with atomic_open(osp.join(args.out, 'benchmark.md'), 'w') as f:
-        f.write(table)
-    print(table)
+    res = dict(run_header(device, args, repeats), config=cfg, params=params, a=a_rows, b=b_rows, c=c, targets=targets)
+    write_report(args.out, 'benchmark', res, to_markdown(res))
     return 0
 
 
